@@ -1,0 +1,32 @@
+"""xtc: extreme compression (1-/2-bit weights, fewer layers) of BERT-family encoders.
+
+The public API is imported lazily so that ``import xtc`` stays light (no torch
+or transformers until a function that needs them is used).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "XtcError": "xtc.errors",
+    "GLUE_TASKS": "xtc.data.tasks",
+    "get_task": "xtc.data.tasks",
+    "load_examples": "xtc.data.glue",
+    "compute_metrics": "xtc.data.metrics",
+    "resolve_model": "xtc.models",
+    "load_model": "xtc.models",
+    "FinetuneConfig": "xtc.recipe",
+    "EvalConfig": "xtc.recipe",
+    "finetune": "xtc.train",
+    "evaluate": "xtc.evaluation",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'xtc' has no attribute {name!r}")

