@@ -1,0 +1,131 @@
+"""The `xtc` command as a user meets it: finetune, eval, and one clear line for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from xtc.cli import main
+
+FAST = ["--max-train-samples", "48", "--max-eval-samples", "32", "--max-steps", "3", "--batch-size", "16"]
+
+
+def xtc(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_user_error(result, pattern):
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xtc: error: "), result.stderr
+    assert pytest.importorskip("re").search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def rte_run(tmp_path_factory, glue_dir):
+    out = tmp_path_factory.mktemp("runs") / "rte-teacher"
+    result = xtc("finetune", "--model", "bert-tiny", "--task", "RTE", "--glue-dir", glue_dir, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_finetune_writes_an_hf_model_folder(rte_run):
+    out, result = rte_run
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.json",
+                 "train_log.jsonl", "xtc_run.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")) and not list(out.glob(".save-*"))
+    assert "RTE best dev" in result.stdout and "accuracy" in result.stdout
+    from transformers import AutoModelForSequenceClassification
+
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.finetuning_task == "RTE"
+
+
+def test_eval_prints_the_metrics_of_the_saved_model(rte_run, glue_dir):
+    out, _ = rte_run
+    result = xtc("eval", out, "--task", "rte", "--glue-dir", glue_dir, "--max-eval-samples", "32", "--json")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "metrics.json").read_text())["dev"]
+    assert json.loads(result.stdout)["dev"] == pytest.approx(recorded["dev"])
+    plain = xtc("eval", out, "--task", "RTE", "--glue-dir", glue_dir)
+    assert plain.exit_code == 0 and plain.stdout.startswith("dev: accuracy ")
+
+
+def test_same_run_is_reused_and_a_different_run_refused(rte_run, glue_dir):
+    out, _ = rte_run
+    base = ["finetune", "--model", "bert-tiny", "--task", "RTE", "--glue-dir", glue_dir, "--out", out]
+    again = xtc(*base, *FAST)
+    assert again.exit_code == 0 and "already holds this finished run" in again.output
+    assert_user_error(xtc(*base, *FAST, "--lr", "1e-3"),
+                      r"holds a different run \(differs in: lr\); pass --overwrite")
+
+
+def test_overwrite_replaces_a_different_run(tmp_path, glue_dir):
+    out = tmp_path / "run"
+    base = ["finetune", "--model", "bert-tiny", "--task", "WNLI", "--glue-dir", glue_dir, "--out", out, *FAST]
+    assert xtc(*base).exit_code == 0
+    result = xtc(*base, "--seed", "7", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "xtc_run.json").read_text())["seed"] == 7
+
+
+def test_refuses_a_folder_that_is_not_a_run(tmp_path, glue_dir):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_user_error(xtc("finetune", "--model", "bert-tiny", "--task", "RTE", "--glue-dir", glue_dir,
+                          "--out", tmp_path, "--overwrite"), "is not empty and holds no xtc run")
+    assert (tmp_path / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--task", "XNLI"], r"invalid value 'XNLI' for --task: unknown task 'XNLI'; valid tasks: CoLA, SST-2, MRPC, "
+                         r"STS-B, QQP, MNLI, QNLI, RTE, WNLI"),
+    (["--task", "RTE", "--lr", "fast"], r"invalid value 'fast' for --lr"),
+    (["--task", "RTE", "--batch-size", "0"], r"invalid value '0' for --batch-size: .*greater than 0"),
+    (["--task", "RTE", "--glue-dir", "/no/such/glue"], r"GLUE folder '/no/such/glue' does not exist"),
+    (["--task", "RTE", "--model", "./no-such-model"], r"model folder './no-such-model' does not exist"),
+    (["--task", "QNLI"], r"missing GLUE file .*QNLI/train.tsv"),
+])
+def test_bad_finetune_input(args, pattern, glue_dir, tmp_path):
+    full = ["finetune", "--glue-dir", glue_dir, "--out", tmp_path / "o", "--model", "bert-tiny"]
+    assert_user_error(xtc(*full, *args), pattern)
+
+
+def test_missing_required_flag(tmp_path):
+    assert_user_error(xtc("finetune", "--out", tmp_path), r"missing required setting --task")
+
+
+def test_malformed_glue_file(tmp_path, glue_dir):
+    (tmp_path / "RTE").mkdir()
+    rows = (glue_dir / "RTE" / "train.tsv").read_text().splitlines()[:3]
+    (tmp_path / "RTE" / "train.tsv").write_text("\n".join(rows) + "\n7\tno second sentence\n")
+    result = xtc("finetune", "--model", "bert-tiny", "--task", "RTE", "--glue-dir", tmp_path, "--out", tmp_path / "o")
+    assert_user_error(result, r"RTE/train.tsv:4: expected 4 tab-separated columns, found 2")
+
+
+def test_eval_bad_model_folders(tmp_path, glue_dir):
+    (tmp_path / "gpt" ).mkdir()
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert_user_error(xtc("eval", tmp_path / "gpt", "--task", "RTE", "--glue-dir", glue_dir),
+                      "model type 'gpt2' is not a supported encoder")
+    assert_user_error(xtc("eval", tmp_path / "none", "--task", "RTE", "--glue-dir", glue_dir),
+                      "does not exist")
+    assert_user_error(xtc("eval", "bert-tiny", "--task", "RTE", "--glue-dir", glue_dir),
+                      "has no classification head: fine-tune it first")
+
+
+def test_eval_bad_split(rte_run, glue_dir):
+    out, _ = rte_run
+    assert_user_error(xtc("eval", out, "--task", "RTE", "--glue-dir", glue_dir, "--split", "test"),
+                      "RTE has no split 'test'; valid splits: train, dev")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    """The installed entry point, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "xtc", "eval", str(tmp_path / "missing"), "--task", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("xtc: error: invalid value 'nope' for --task")

@@ -1,0 +1,59 @@
+"""The fine-tuning loop on the real bert-tiny model and real GLUE rows."""
+
+import json
+
+import pytest
+
+from xtc.evaluation import evaluate
+from xtc.models import load_model
+from xtc.data.tasks import get_task
+from xtc.recipe import EvalConfig, FinetuneConfig
+from xtc.train import finetune, param_groups
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    model, _ = load_model("bert-tiny", get_task("RTE"))
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert {names[id(p)] for p in no_decay["params"]} >= {"bert.embeddings.LayerNorm.weight", "classifier.bias"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_learns_a_small_training_set(glue_dir, tmp_path):
+    """Fitting 32 SST-2 sentences: the training loss must collapse, one dev evaluation per epoch."""
+    out = tmp_path / "sst2"
+    config = FinetuneConfig(model="bert-tiny", task="SST-2", glue_dir=glue_dir, out=out, max_train_samples=32,
+                            max_eval_samples=32, epochs=8, lr=2e-3, batch_size=16, warmup_ratio=0.0,
+                            logging_steps=2)
+    metrics = finetune(config)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in log if e["event"] == "train"]
+    assert losses[0] > 0.5 and losses[-1] < 0.1
+    assert [e["step"] for e in log if e["event"] == "eval"] == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert metrics["total_steps"] == 16 and metrics["epochs"] == 8
+
+
+def test_best_checkpoint_is_the_one_saved(glue_dir, tmp_path):
+    """The folder holds the best dev checkpoint: re-evaluating it gives the recorded best metrics."""
+    out = tmp_path / "mrpc"
+    metrics = finetune(FinetuneConfig(model="bert-tiny", task="MRPC", glue_dir=glue_dir, out=out,
+                                      max_train_samples=96, max_eval_samples=48, max_steps=12, eval_steps=3,
+                                      batch_size=16, lr=5e-4))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evals = [e for e in log if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6, 9, 12]
+    best = max(evals, key=lambda e: e["dev"]["dev"]["score"])
+    assert metrics["best_step"] == best["step"] and metrics["dev"] == best["dev"]
+    again = evaluate(EvalConfig(model=str(out), task="MRPC", glue_dir=glue_dir, max_eval_samples=48))
+    assert again["dev"] == pytest.approx(metrics["dev"]["dev"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
+
+
+def test_regression_task_trains(glue_dir, tmp_path):
+    metrics = finetune(FinetuneConfig(model="bert-tiny", task="STS-B", glue_dir=glue_dir, out=tmp_path / "stsb",
+                                      max_train_samples=64, max_eval_samples=64, max_steps=8, batch_size=16,
+                                      lr=5e-4))
+    assert set(metrics["dev"]["dev"]) == {"pearson", "spearman", "score"}
