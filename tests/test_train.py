@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from xtc.evaluation import evaluate
 from xtc.models import load_model
@@ -57,3 +58,39 @@ def test_regression_task_trains(glue_dir, tmp_path):
                                       max_train_samples=64, max_eval_samples=64, max_steps=8, batch_size=16,
                                       lr=5e-4))
     assert set(metrics["dev"]["dev"]) == {"pearson", "spearman", "score"}
+
+
+def test_interrupted_training_resumes_to_the_same_result(glue_dir, tmp_path, monkeypatch):
+    """Stop mid-epoch (as a kill would), run again: same weights and metrics as one uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from xtc import train as train_module
+
+    def config(out):
+        return FinetuneConfig(model="bert-tiny", task="RTE", glue_dir=glue_dir, out=out, max_train_samples=40,
+                              max_eval_samples=16, epochs=3, batch_size=8, lr=5e-4, checkpoint_steps=3)
+
+    whole = finetune(config(tmp_path / "whole"))
+
+    calls = {"n": 0}
+    original = train_module.cross_entropy_loss
+
+    def dies_at_step_8(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt  # after the checkpoint of step 6, inside epoch 2
+        return original(model, batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "cross_entropy_loss", dies_at_step_8)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(config(tmp_path / "resumed"))
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
+    resumed = finetune(config(tmp_path / "resumed"))
+
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
+    assert {"event": "resume", "step": 6} in log
+    assert resumed["dev"] == whole["dev"] and resumed["last_dev"] == whole["last_dev"]
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed" / "checkpoint").exists()

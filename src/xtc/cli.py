@@ -14,8 +14,8 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from xtc import __version__
-from xtc.errors import XtcError
-from xtc.recipe import EvalConfig, FinetuneConfig, format_validation_error
+from xtc.errors import XtcError, format_validation_error
+from xtc.recipe import EvalConfig, FinetuneConfig, RunConfig
 
 # Model hubs are never reached at run time unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +40,10 @@ def config_options(config_cls: type[BaseModel], positional: tuple[str, ...] = ()
     """
 
     def decorate(command):
-        for name, field in reversed(list(config_cls.model_fields.items())):
+        fields = list(config_cls.model_fields.items())
+        # --help lists the required flags first, then --model, then the rest as declared.
+        fields.sort(key=lambda item: (not item[1].is_required(), item[0] != "model"))
+        for name, field in reversed(fields):
             kind = _plain_type(field.annotation)
             flag = "--" + name.replace("_", "-")
             if name in positional:
@@ -49,16 +52,19 @@ def config_options(config_cls: type[BaseModel], positional: tuple[str, ...] = ()
                 command = click.option(flag, name, is_flag=True, default=None, help=field.description)(command)
             else:
                 default = None if field.is_required() else field.default
-                suffix = "  [required]" if field.is_required() else (f"  [default: {default}]" if default is not None else "")
+                repeat = typing.get_origin(kind) is tuple
+                shown = f"  [default: {default}]" if default not in (None, ()) else ""
+                suffix = "  [required]" if field.is_required() else shown
                 metavar = {int: "INT", float: "FLOAT", Path: "PATH"}.get(kind, "TEXT")
-                command = click.option(flag, name, default=None, metavar=metavar, help=(field.description or "") + suffix)(command)
+                command = click.option(flag, name, default=None, multiple=repeat, metavar=metavar,
+                                       help=(field.description or "") + suffix)(command)
         return command
 
     return decorate
 
 
 def build_config(config_cls: type[BaseModel], values: dict) -> BaseModel:
-    given = {k: v for k, v in values.items() if v is not None}
+    given = {k: v for k, v in values.items() if v not in (None, ())}
     try:
         return config_cls(**given)
     except ValidationError as e:
@@ -115,3 +121,16 @@ def eval_(as_json: bool, **values):
 
     results = evaluate(build_config(EvalConfig, values))
     click.echo(json.dumps(results, indent=2) if as_json else _format_metrics(results))
+
+
+@main.command()
+@config_options(RunConfig)
+def run(**values):
+    """Run a recipe: teacher -> layer-reduced student -> 1-/2-bit student, one KD stage each."""
+    from xtc.data.tasks import get_task
+    from xtc.pipeline import format_table, run_recipe
+
+    config = build_config(RunConfig, values)
+    rows = run_recipe(config)
+    click.echo(format_table(rows, get_task(config.task)))
+    click.echo(f"stage folders: {config.out}/<stage>   (xtc eval {config.out}/<stage> --task {config.task})")

@@ -8,3 +8,20 @@ non-zero. Internal invariants use ``assert`` instead.
 
 class XtcError(Exception):
     """A problem with the user's input (model, data, config, output folder)."""
+
+
+def format_validation_error(error, flags: bool = True) -> str:
+    """A pydantic ValidationError as one line: the field (a CLI flag or a dotted path), the value, and why."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "config"
+        name = f"--{field.replace('_', '-')}" if flags else field
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {name!r}")
+        elif item["type"] == "missing":
+            lines.append(f"missing required setting {name}")
+        else:
+            lines.append(f"invalid value {item.get('input')!r} for {name}: {message}")
+    return "; ".join(lines)
+

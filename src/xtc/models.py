@@ -165,7 +165,23 @@ def load_model(name: str | os.PathLike, task=None):
             model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
         except (OSError, ValueError, RuntimeError) as e:
             raise XtcError(f"could not load weights of {name!r}: {str(e).splitlines()[0]}") from None
+    if getattr(config, "xtc_quantization", None):
+        _rebuild_quantization(model, Path(source))
     return model, not trained_for_task
+
+
+def _rebuild_quantization(model, folder: Path) -> None:
+    """A stage folder saved by xtc records its quantization: wrap the same modules again, then
+    reload every tensor (static activation ranges are buffers that from_pretrained drops)."""
+    from safetensors.torch import load_file
+
+    from xtc.quant.apply import quantize_
+
+    quantize_(model, model.config.xtc_quantization)
+    try:
+        model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    except RuntimeError as e:
+        raise XtcError(f"{folder}: weights do not match its quantization config: {str(e).splitlines()[0]}") from None
 
 
 @contextmanager

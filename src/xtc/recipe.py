@@ -1,16 +1,21 @@
-"""Validated configs for xtc's stages; the CLI flags are generated from these classes.
+"""Validated configs for xtc's stages and recipes; the CLI flags are generated from these classes.
 
 Each field's ``description`` is its ``--help`` text. Unknown keys and bad values
 fail at construction with a message naming the field, the value and the valid
-choices (``format_validation_error``).
+choices (``format_validation_error``). Recipes are YAML files (or the presets
+shipped in ``xtc/recipes/``) listing stages; any field can be overridden with
+``--set STAGE.FIELD=VALUE``.
 """
 
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xtc.data.tasks import get_task
-from xtc.errors import XtcError
+from xtc.errors import XtcError, format_validation_error
 from xtc.models import DEFAULT_MODEL
 
 
@@ -35,11 +40,9 @@ class DataArgs(_Config):
             raise ValueError(str(e)) from None
 
 
-class FinetuneConfig(DataArgs):
-    """Fine-tune a full-precision teacher on one GLUE task."""
+class TrainArgs(_Config):
+    """Budget and optimizer of one training stage."""
 
-    model: str = Field(DEFAULT_MODEL, description="short name (minilm-l6, bert-tiny), local folder or hub name")
-    out: Path = Field(description="output folder (HF-style model folder + metrics.json + train_log.jsonl)")
     epochs: float = Field(3.0, gt=0, description="training epochs (ignored when --max-steps is set)")
     max_steps: int | None = Field(None, gt=0, description="total optimizer steps; overrides --epochs")
     lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW)")
@@ -48,11 +51,24 @@ class FinetuneConfig(DataArgs):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (none on biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    seed: int = Field(42, description="random seed (data order, dropout, new head)")
     eval_steps: int | None = Field(None, gt=0, description="also evaluate on dev every N steps (always at epoch ends)")
     logging_steps: int = Field(10, gt=0, description="write the training loss to the log every N steps")
+    checkpoint_steps: int = Field(50, gt=0, description="write a resumable checkpoint every N steps")
+
+
+class RunArgs(_Config):
+    """What every run shares: where it writes, its seed, how much data it reads."""
+
+    out: Path = Field(description="output folder")
+    seed: int = Field(42, description="random seed (data order, dropout, new head)")
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     overwrite: bool = Field(False, description="replace an output folder that holds a different run")
+
+
+class FinetuneConfig(DataArgs, TrainArgs, RunArgs):
+    """Fine-tune a full-precision teacher on one GLUE task."""
+
+    model: str = Field(DEFAULT_MODEL, description="short name (minilm-l6, bert-tiny), local folder or hub name")
 
     def run_fields(self) -> dict:
         """The settings that define the run (what a rerun must match to reuse the folder)."""
@@ -67,17 +83,149 @@ class EvalConfig(DataArgs):
     batch_size: int = Field(64, gt=0, description="evaluation batch size")
 
 
-def format_validation_error(error: ValidationError, flags: bool = True) -> str:
-    """One line per problem: the field (as a CLI flag), the value given, and why."""
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "config"
-        name = f"--{field.replace('_', '-')}" if flags else field
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {name!r}")
-        elif item["type"] == "missing":
-            lines.append(f"missing required setting {name}")
-        else:
-            lines.append(f"invalid value {item.get('input')!r} for {name}: {message}")
-    return "; ".join(lines)
+class DistillArgs(_Config):
+    """Weights of the distillation loss terms (distill.py); 0 switches a term off."""
+
+    logit_weight: float = Field(1.0, ge=0, description="soft cross-entropy on logits (MSE for regression)")
+    hidden_weight: float = Field(1.0, ge=0, description="MSE on hidden states, embedding output included")
+    attention_weight: float = Field(1.0, ge=0, description="MSE on pre-softmax attention scores over real tokens")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the logit term")
+    label_weight: float = Field(0.0, ge=0, description="weight of the hard-label task loss (0 in XTC)")
+
+
+class StageConfig(TrainArgs):
+    """One stage of a recipe: fine-tune the teacher, or train a student with KD from it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="stage name, also its sub-folder of --out")
+    kind: Literal["finetune", "distill"] = Field(
+        description="finetune: the teacher on task labels; distill: a student with KD from the teacher"
+    )
+    init: Literal["previous", "teacher"] = Field(
+        "previous", description="the model a distill stage starts from: the previous stage's or the teacher"
+    )
+    layers: list[int] | int | None = Field(
+        None, description="layer reduction: the teacher layers to keep (0-based list), or how many (evenly spaced)"
+    )
+    quant: str | dict | None = Field(
+        None, description="quantization: a preset (w1a8, w2a8) or a full config (rules); none keeps FP32"
+    )
+    distill: DistillArgs = Field(default_factory=DistillArgs, description="distillation loss weights")
+
+    @field_validator("quant")
+    @classmethod
+    def _known_quant(cls, value):
+        if value is None:
+            return value
+        from xtc.quant.config import get_quant_config
+
+        try:
+            get_quant_config(value)
+        except XtcError as e:
+            raise ValueError(str(e)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _finetune_is_plain(self):
+        if self.kind == "finetune" and (self.layers is not None or self.quant is not None):
+            raise ValueError("a finetune stage trains the full-precision teacher: it takes no layers or quant")
+        return self
+
+
+class Recipe(_Config):
+    """An ordered list of stages; the first fine-tunes the teacher, the others distill from it."""
+
+    description: str = Field("", description="what the recipe does")
+    stages: list[StageConfig] = Field(min_length=1, description="the stages, run in order")
+
+    @model_validator(mode="after")
+    def _shape(self):
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        kinds = [s.kind for s in self.stages]
+        if kinds[0] != "finetune" or "finetune" in kinds[1:]:
+            raise ValueError("the first stage, and only the first, must be of kind 'finetune' (the teacher)")
+        return self
+
+    def stage(self, name: str) -> StageConfig:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise XtcError(f"recipe has no stage {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+
+
+PRESET_DIR = resources.files("xtc") / "recipes"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise XtcError(f"{where}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
+def _apply_override(data: dict, override: str) -> None:
+    """``STAGE.FIELD=VALUE`` (or ``STAGE.distill.FIELD=VALUE``, or ``description=...``); VALUE is YAML."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise XtcError(f"override {override!r} is not of the form STAGE.FIELD=VALUE")
+    value = _read_yaml(raw, f"override {override!r}")
+    path = key.split(".")
+    stages = {s.get("name"): s for s in data.get("stages", []) if isinstance(s, dict)}
+    if len(path) == 1:
+        target = data
+    elif path[0] in stages:
+        target = stages[path[0]]
+        for part in path[1:-1]:
+            target = target.setdefault(part, {})
+        path = path[-1:]
+    else:
+        raise XtcError(f"override {override!r}: the recipe has no stage {path[0]!r}; stages: {', '.join(stages)}")
+    target[path[0]] = value
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """A preset name or a YAML file, with ``STAGE.FIELD=VALUE`` overrides, validated."""
+    path = Path(name_or_path)
+    if path.is_file():
+        text, where = path.read_text(), str(path)
+    elif str(name_or_path) in preset_names():
+        text, where = (PRESET_DIR / f"{name_or_path}.yaml").read_text(), f"preset {name_or_path}"
+    else:
+        raise XtcError(f"recipe {str(name_or_path)!r} is neither a file nor a preset; presets: {', '.join(preset_names())}")
+    data = _read_yaml(text, where)
+    if not isinstance(data, dict):
+        raise XtcError(f"{where}: a recipe is a mapping with a 'stages' list")
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise XtcError(f"{where}: {_name_stages(format_validation_error(e, flags=False), data)}") from None
+
+
+def _name_stages(message: str, data: dict) -> str:
+    """'stages.2.epochs' -> 'stages.quantize.epochs' in error messages."""
+    for i, stage in enumerate(data.get("stages") or []):
+        if isinstance(stage, dict) and "name" in stage:
+            message = message.replace(f"stages.{i}.", f"stages.{stage['name']}.")
+    return message
+
+
+class RunConfig(DataArgs, RunArgs):
+    """Run a recipe's stages: teacher -> layer-reduced student -> quantized student."""
+
+    recipe: str = Field(description="preset name (xtc-w1a8-l3, ...) or a YAML recipe file")
+    model: str = Field(DEFAULT_MODEL, description="short name (minilm-l6, bert-tiny), local folder or hub name")
+    teacher: Path | None = Field(None, description="an already fine-tuned teacher folder: skips the finetune stage")
+    set: tuple[str, ...] = Field((), description="override a recipe field: STAGE.FIELD=VALUE (repeatable)")
+
+    def run_fields(self, recipe: Recipe) -> dict:
+        fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out"})
+        return {**fields, "recipe": recipe.model_dump(mode="json")}

@@ -16,7 +16,10 @@ LOG_FILE = "train_log.jsonl"
 
 
 def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
-    """Make ``out`` ready for the run; True if this exact run already finished there."""
+    """Make ``out`` ready for the run; True if this exact run already finished there.
+
+    The same run, unfinished, is left in place to resume from its checkpoint.
+    """
     if out.exists() and not out.is_dir():
         raise XtcError(f"output path {str(out)!r} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -25,16 +28,19 @@ def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
             raise XtcError(
                 f"output folder {str(out)!r} is not empty and holds no xtc run; choose a new or empty folder"
             )
-        previous = json.loads(run_file.read_text())
-        if previous == settings and (out / METRICS_FILE).is_file() and not overwrite:
-            return True
+        try:
+            previous = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            raise XtcError(f"{run_file} is corrupted; pass --overwrite to start the run again") from None
+        if previous == settings and not overwrite:
+            return (out / METRICS_FILE).is_file()
         if previous != settings and not overwrite:
             changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
             raise XtcError(
                 f"output folder {str(out)!r} holds a different run (differs in: {', '.join(changed)}); "
                 "pass --overwrite to replace it, or choose another --out"
             )
-        shutil.rmtree(out)  # same run unfinished (restart), or --overwrite
+        shutil.rmtree(out)  # --overwrite
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return False

@@ -1,15 +1,23 @@
-"""Fine-tuning loop (teacher stage): AdamW, linear warm-up/decay, clipping, best-dev checkpoint.
+"""The training loop shared by every stage: AdamW, linear warm-up/decay, clipping,
+periodic dev evaluation keeping the best checkpoint, and resumable checkpoints.
 
 A plain loop on Hugging Face Accelerate, so the same code runs on a CPU, a GPU
-or several processes. The output folder is an HF model folder (config.json,
-model.safetensors, tokenizer files) holding the best dev checkpoint, plus
-``metrics.json`` and the JSONL log ``train_log.jsonl``.
+or several processes. What a stage optimises is a ``loss_fn(model, batch)``
+returning ``{"loss": ..., other named terms}``: cross-entropy for the teacher,
+the distillation loss for students.
+
+Stage folder: the best dev checkpoint as an HF model folder (config.json,
+model.safetensors, tokenizer files), ``train_log.jsonl`` (one JSON object per
+event) and, while training, ``checkpoint/`` (model, optimizer, scheduler, RNG and
+step). A finished stage has ``metrics.json`` and no ``checkpoint/``.
 """
 
 import json
 import math
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,14 +27,18 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 import xtc
+from xtc.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from xtc.data.batching import make_loader, tokenize
 from xtc.data.glue import load_examples
-from xtc.data.tasks import get_task
+from xtc.data.tasks import GlueTask, get_task
 from xtc.errors import XtcError
 from xtc.evaluation import dev_sets, score
 from xtc.models import load_model, load_tokenizer, quiet_transformers
-from xtc.recipe import FinetuneConfig
+from xtc.recipe import FinetuneConfig, TrainArgs
 from xtc.rundir import LOG_FILE, METRICS_FILE, JsonlLog, prepare_run_dir, write_json
+
+CHECKPOINT_DIR = "checkpoint"
+LossFn = Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -43,12 +55,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _headline(results: dict, task) -> float:
+def headline(results: dict, task: GlueTask) -> float:
+    """The number that picks the best checkpoint: the first dev set's GLUE score."""
     value = results[task.dev_splits[0]]["score"]
     return -math.inf if math.isnan(value) else value
 
 
-def _save(model, tokenizer, out: Path, accelerator: Accelerator) -> None:
+def save_model_folder(model, tokenizer, out: Path, accelerator: Accelerator) -> None:
     """Write the model folder's weights/config/tokenizer, replacing files atomically."""
     if not accelerator.is_main_process:
         return
@@ -59,6 +72,127 @@ def _save(model, tokenizer, out: Path, accelerator: Accelerator) -> None:
             f.replace(out / f.name)
 
 
+def cross_entropy_loss(model, batch) -> dict[str, torch.Tensor]:
+    """The teacher's objective: the model's own task loss (cross-entropy, or MSE for regression)."""
+    return {"loss": model(**batch).loss}
+
+
+def train_stage(
+    *,
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    args: TrainArgs,
+    seed: int,
+    task: GlueTask,
+    tokenizer,
+    train_features: list[dict],
+    dev_features: dict[str, list[dict]],
+    out: Path,
+    accelerator: Accelerator,
+    name: str,
+) -> dict:
+    """Train ``model`` in place and return the stage's metrics (also written to metrics.json).
+
+    Resumes from ``out/checkpoint`` when it exists: the data order is a function
+    of (seed, epoch), so skipping the steps already done replays the same batches.
+    """
+    steps_per_epoch = len(make_loader(tokenizer, train_features, args.batch_size, shuffle=True))
+    steps_per_epoch = math.ceil(steps_per_epoch / accelerator.num_processes)
+    total_steps = args.max_steps or math.ceil(args.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state = {"step": 0, "best": None, "best_step": 0, "best_dev": None, "last_dev": None, "train_seconds": 0.0}
+    log = JsonlLog(out / LOG_FILE)
+    checkpoint = find_checkpoint(out / CHECKPOINT_DIR)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        log.write(event="resume", step=state["step"])
+        tqdm.write(f"{name}: resuming at step {state['step']} of {total_steps}")
+    else:
+        set_seed(seed)
+        log.write(event="start", stage=name, task=task.name, train_examples=len(train_features),
+                  total_steps=total_steps, steps_per_epoch=steps_per_epoch, xtc_version=xtc.__version__)
+
+    def evaluate_now():
+        results = score(model, tokenizer, task, dev_features, args.eval_batch_size, accelerator)
+        improved = state["best"] is None or headline(results, task) > state["best"]
+        if improved:
+            state.update(best=headline(results, task), best_step=state["step"], best_dev=results)
+            save_model_folder(model, tokenizer, out, accelerator)
+        state["last_dev"] = results
+        log.write(event="eval", step=state["step"], epoch=round(state["step"] / steps_per_epoch, 3),
+                  dev=results, best=improved)
+        shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[task.dev_splits[0]].items() if k != "score")
+        tqdm.write(f"{name} step {state['step']}: dev {shown}{' (best)' if improved else ''}")
+        model.train()
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc=name, disable=not accelerator.is_local_main_process)
+    running, count = {}, 0
+    segment_start = time.perf_counter()
+    model.train()
+    while state["step"] < total_steps:
+        epoch, offset = divmod(state["step"], steps_per_epoch)
+        loader = accelerator.prepare(make_loader(tokenizer, train_features, args.batch_size, shuffle=True,
+                                                 seed=seed * 1000 + epoch))
+        if offset:
+            loader = accelerator.skip_first_batches(loader, offset)
+        for batch in loader:
+            terms = loss_fn(model, batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise XtcError(f"{name}: loss became {loss.item()} at step {state['step']}; lower the learning rate "
+                               f"(the best checkpoint so far and the last resumable one are kept in {out})")
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            state["step"] += 1
+            step = state["step"]
+            for key, value in terms.items():
+                running[key] = running.get(key, 0.0) + value.item()
+            count += 1
+            bar.update(1)
+            if step % args.logging_steps == 0:
+                means = {k: round(v / count, 6) for k, v in running.items()}
+                log.write(event="train", step=step, lr=scheduler.get_last_lr()[0], **means)
+                bar.set_postfix(loss=f"{means['loss']:.4f}")
+                running, count = {}, 0
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if end_of_epoch or (args.eval_steps and step % args.eval_steps == 0):
+                evaluate_now()
+            if step % args.checkpoint_steps == 0 and step < total_steps and accelerator.is_main_process:
+                now = time.perf_counter()
+                state["train_seconds"] += now - segment_start
+                segment_start = now
+                save_checkpoint(out / CHECKPOINT_DIR, accelerator.unwrap_model(model), optimizer, scheduler,
+                                dict(state))
+            if step >= total_steps:
+                break
+    bar.close()
+    state["train_seconds"] += time.perf_counter() - segment_start
+
+    metrics = {
+        "task": task.name,
+        "dev": state["best_dev"],
+        "best_step": state["best_step"],
+        "last_dev": state["last_dev"],
+        "total_steps": total_steps,
+        "epochs": round(total_steps / steps_per_epoch, 3),
+        "train_examples": len(train_features),
+        "wall_time_s": round(state["train_seconds"], 1),
+        "xtc_version": xtc.__version__,
+    }
+    log.write(event="end", best_step=state["best_step"], wall_time_s=metrics["wall_time_s"])
+    log.close()
+    if accelerator.is_main_process:
+        write_json(out / METRICS_FILE, metrics)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return metrics
+
+
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune ``config.model`` on ``config.task``; returns the contents of metrics.json."""
     started = time.perf_counter()
@@ -67,89 +201,20 @@ def finetune(config: FinetuneConfig) -> dict:
     if prepare_run_dir(out, config.run_fields(), config.overwrite):
         tqdm.write(f"{out} already holds this finished run; not training again (use --overwrite to redo it)")
         return json.loads((out / METRICS_FILE).read_text())
-
     accelerator = Accelerator()
-    set_seed(config.seed)
+    set_seed(config.seed)  # the new head's initialisation
     tokenizer = load_tokenizer(config.model)
     model, new_head = load_model(config.model, task)
     if new_head:
         tqdm.write(f"{config.model}: new {task.num_labels}-output head for {task.name}")
     train = load_examples(task, "train", config.glue_dir, config.max_train_samples)
-    train_features = tokenize(tokenizer, train, config.max_seq_length)
-    dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
-
-    loader = make_loader(tokenizer, train_features, config.batch_size, shuffle=True, seed=config.seed)
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    total_steps = config.max_steps or math.ceil(config.epochs * len(loader))
-    scheduler = accelerator.prepare(
-        get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    metrics = train_stage(
+        model=model, loss_fn=cross_entropy_loss, args=config, seed=config.seed, task=task, tokenizer=tokenizer,
+        train_features=tokenize(tokenizer, train, config.max_seq_length),
+        dev_features=dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length,
+                              config.max_eval_samples),
+        out=out, accelerator=accelerator, name=f"finetune {task.name}",
     )
-
-    log = JsonlLog(out / LOG_FILE)
-    log.write(event="start", task=task.name, model=config.model, train_examples=len(train),
-              total_steps=total_steps, steps_per_epoch=len(loader), xtc_version=xtc.__version__)
-    best, best_results, best_step, last_eval_step, results = -math.inf, None, 0, -1, None
-    step, epoch, running_loss, running_count = 0, 0, 0.0, 0
-    bar = tqdm(total=total_steps, desc=f"finetune {task.name}", disable=not accelerator.is_local_main_process)
-
-    def evaluate_now():
-        nonlocal best, best_results, best_step, last_eval_step, results
-        results = score(model, tokenizer, task, dev_features, config.eval_batch_size, accelerator)
-        last_eval_step = step
-        improved = best_results is None or _headline(results, task) > best
-        if improved:
-            best, best_results, best_step = _headline(results, task), results, step
-            _save(model, tokenizer, out, accelerator)
-        log.write(event="eval", step=step, epoch=round(step / len(loader), 3), dev=results, best=improved)
-        shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[task.dev_splits[0]].items() if k != "score")
-        tqdm.write(f"step {step}: dev {shown}{' (best)' if improved else ''}")
-        model.train()
-
-    model.train()
-    while step < total_steps:
-        for batch in loader:
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise XtcError(
-                    f"loss became {loss.item()} at step {step}; lower --lr (the best checkpoint so far is kept in {out})"
-                )
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            running_loss, running_count = running_loss + loss.item(), running_count + 1
-            bar.update(1)
-            if step % config.logging_steps == 0:
-                mean_loss = running_loss / running_count
-                log.write(event="train", step=step, loss=round(mean_loss, 6), lr=scheduler.get_last_lr()[0])
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                running_loss, running_count = 0.0, 0
-            if config.eval_steps and step % config.eval_steps == 0:
-                evaluate_now()
-            if step >= total_steps:
-                break
-        epoch += 1
-        if last_eval_step != step:
-            evaluate_now()
-    bar.close()
-
-    metrics = {
-        "task": task.name,
-        "model": config.model,
-        "dev": best_results,
-        "best_step": best_step,
-        "last_dev": results,
-        "total_steps": total_steps,
-        "epochs": round(total_steps / len(loader), 3),
-        "train_examples": len(train),
-        "wall_time_s": round(time.perf_counter() - started, 1),
-        "xtc_version": xtc.__version__,
-    }
-    log.write(event="end", **{k: metrics[k] for k in ("best_step", "wall_time_s")})
-    log.close()
-    if accelerator.is_main_process:
-        write_json(out / METRICS_FILE, metrics)
+    metrics = {"model": config.model, **metrics, "total_time_s": round(time.perf_counter() - started, 1)}
+    write_json(out / METRICS_FILE, metrics)
     return metrics

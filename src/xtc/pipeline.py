@@ -1,0 +1,160 @@
+"""Run a recipe: fine-tune the teacher, then each distillation stage, each in its own folder.
+
+``OUT/<stage>/`` is an HF model folder (the best dev checkpoint) whose config
+records the stage's layers (``xtc_teacher_layers``) and quantization
+(``xtc_quantization``), so ``xtc eval OUT/<stage>`` rebuilds the exact
+fake-quant model. A finished stage (its ``metrics.json`` exists) is skipped; an
+interrupted one resumes from its checkpoint.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from xtc.data.batching import tokenize
+from xtc.data.glue import load_examples
+from xtc.data.tasks import GlueTask, get_task
+from xtc.distill import DistillationLoss, expose_attention_scores
+from xtc.errors import XtcError
+from xtc.models import architecture, load_model, load_tokenizer
+from xtc.quant.apply import quantize_
+from xtc.quant.config import get_quant_config
+from xtc.recipe import Recipe, RunConfig, StageConfig, load_recipe
+from xtc.reduce import default_teacher_layers, reduce_layers
+from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
+from xtc.size import packed_size_bytes
+from xtc.train import cross_entropy_loss, train_stage
+
+STAGE_FILE = "stage.json"
+
+
+def kd_loss_fn(teacher: torch.nn.Module, kd: DistillationLoss, label_weight: float):
+    """A distill stage's objective: the teacher runs once per batch, in eval mode, without gradients."""
+
+    def loss_fn(model, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        wants = dict(output_hidden_states=kd.needs_hidden_states, output_attentions=kd.needs_attentions)
+        with torch.no_grad():
+            teacher_out = teacher(**inputs, **wants)
+        labels = {"labels": batch["labels"]} if label_weight > 0 else {}
+        student_out = model(**inputs, **labels, **wants)
+        terms = kd(student_out, teacher_out, batch["attention_mask"])
+        if label_weight > 0:
+            terms["label"] = student_out.loss
+            terms["loss"] = terms["loss"] + label_weight * student_out.loss
+        return terms
+
+    return loss_fn
+
+
+def build_student(stage: StageConfig, start_dir: Path, task: GlueTask) -> torch.nn.Module:
+    """The stage's starting model: a copy of ``start_dir``, layer-reduced and quantized as the stage says."""
+    model, _ = load_model(start_dir, task)
+    if stage.layers is not None:
+        if getattr(model.config, "xtc_quantization", None):
+            raise XtcError(f"stage {stage.name}: layer reduction of an already quantized model is not supported")
+        arch = architecture(model.config.model_type)
+        num = getattr(model.config, arch.num_layers_key)
+        keep = stage.layers if isinstance(stage.layers, list) else default_teacher_layers(num, stage.layers)
+        model = reduce_layers(model, keep)
+    if stage.quant is not None:
+        wanted = get_quant_config(stage.quant).model_dump(mode="json")
+        recorded = getattr(model.config, "xtc_quantization", None)
+        if recorded is None:
+            quantize_(model, wanted)
+        elif recorded != wanted:
+            raise XtcError(f"stage {stage.name}: its start model is quantized differently from quant={stage.quant!r}")
+    return model
+
+
+def _layer_map(student: torch.nn.Module) -> list[int]:
+    """Student layer i is distilled from teacher layer map[i]."""
+    arch = architecture(student.config.model_type)
+    return list(getattr(student.config, "xtc_teacher_layers", None)
+                or range(getattr(student.config, arch.num_layers_key)))
+
+
+def describe(model_dir: Path) -> dict:
+    """Layers, bits and packed size of a stage's saved model."""
+    config = json.loads((model_dir / "config.json").read_text())
+    arch = architecture(config["model_type"])
+    quant = config.get("xtc_quantization")
+    bits = "FP32"
+    if quant:
+        rule = quant["rules"][0]
+        bits = f"W{rule['weight_bits']}A{rule['act_bits'] or 32}"
+    return {"layers": config[arch.num_layers_key], "bits": bits, "size_mb": packed_size_bytes(model_dir) / 1e6}
+
+
+def run_recipe(config: RunConfig) -> list[dict]:
+    """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json)."""
+    recipe: Recipe = load_recipe(config.recipe, config.set)
+    task = get_task(config.task)
+    out = Path(config.out)
+    prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
+    accelerator = Accelerator()
+    tokenizer = load_tokenizer(config.teacher or config.model)
+    train_features = tokenize(tokenizer, load_examples(task, "train", config.glue_dir, config.max_train_samples),
+                              config.max_seq_length)
+    from xtc.evaluation import dev_sets
+
+    dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
+
+    rows, previous, teacher_dir = [], None, None
+    for stage in recipe.stages:
+        stage_dir = out / stage.name
+        if stage.kind == "finetune" and config.teacher is not None:
+            teacher_dir = previous = Path(config.teacher)
+            load_model(teacher_dir, task)  # fail early on a teacher for another task
+            rows.append({"stage": stage.name, **describe(teacher_dir), "dev": None, "wall_time_s": None,
+                         "note": f"given: {teacher_dir}"})
+            continue
+        if (stage_dir / METRICS_FILE).is_file():
+            tqdm.write(f"{stage.name}: finished earlier, skipping")
+            metrics = json.loads((stage_dir / METRICS_FILE).read_text())
+        else:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            (stage_dir / STAGE_FILE).write_text(json.dumps(stage.model_dump(mode="json"), indent=2) + "\n")
+            set_seed(config.seed)  # a new head's initialisation
+            if stage.kind == "finetune":
+                model, _ = load_model(config.model, task)
+                loss_fn = cross_entropy_loss
+            else:
+                model = build_student(stage, teacher_dir if stage.init == "teacher" else previous, task)
+                teacher, _ = load_model(teacher_dir, task)
+                teacher.eval().to(accelerator.device)
+                kd = DistillationLoss(_layer_map(model), regression=task.is_regression,
+                                      **stage.distill.model_dump(exclude={"label_weight"}))
+                if kd.needs_attentions:
+                    expose_attention_scores(teacher)
+                    expose_attention_scores(model)
+                loss_fn = kd_loss_fn(teacher, kd, stage.distill.label_weight)
+            metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
+                                  tokenizer=tokenizer, train_features=train_features, dev_features=dev_features,
+                                  out=stage_dir, accelerator=accelerator, name=stage.name)
+        if stage.kind == "finetune":
+            teacher_dir = stage_dir
+        previous = stage_dir
+        rows.append({"stage": stage.name, **describe(stage_dir), "dev": metrics["dev"],
+                     "wall_time_s": metrics["wall_time_s"]})
+    write_json(out / "summary.json", {"task": task.name, "recipe": config.recipe, "stages": rows})
+    return rows
+
+
+def format_table(rows: list[dict], task: GlueTask) -> str:
+    """A Markdown table: stage, layers, bits, dev metrics, packed size, wall time."""
+    names = list(task.metrics)
+    lines = ["| stage | layers | W/A bits | " + " | ".join(f"dev {n}" for n in names) + " | size (MB) | wall time |",
+             "|---" * (5 + len(names)) + "|"]
+    for row in rows:
+        dev = row["dev"][task.dev_splits[0]] if row["dev"] else {}
+        cells = [f"{dev[n] * 100:.2f}" if n in dev else "-" for n in names]
+        wall = "-" if row["wall_time_s"] is None else f"{row['wall_time_s'] / 60:.1f} min"
+        lines.append(f"| {row['stage']} | {row['layers']} | {row['bits']} | " + " | ".join(cells)
+                     + f" | {row['size_mb']:.2f} | {wall} |")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Turning a full-precision model into a quantization-aware one, in place."""
+
+import re
+
+from torch import nn
+
+from xtc.errors import XtcError
+from xtc.quant.config import QuantConfig, get_quant_config
+from xtc.quant.modules import QuantEmbedding, QuantLinear
+
+
+def quantized_modules(model: nn.Module) -> list[tuple[str, QuantLinear | QuantEmbedding]]:
+    """The (full name, module) of every quantized module, in model order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))]
+
+
+def quantize_(model: nn.Module, config: str | dict | QuantConfig) -> nn.Module:
+    """Replace, in place, each nn.Linear / nn.Embedding whose full name a rule matches by its quantized wrapper.
+
+    The first matching rule (``re.fullmatch``) decides; a rule with no bits
+    (weight_bits and, for a Linear, act_bits None) keeps the module as it is.
+    The wrappers adopt the modules' Parameters, so an optimizer built before
+    still trains them. The config is recorded as ``model.config.xtc_quantization``
+    (Hugging Face models), which ``save_pretrained`` writes to config.json;
+    ``quantize_(model, model.config.xtc_quantization)`` rebuilds a reloaded model.
+    Fails on a model already quantized, and when no module matches any rule.
+    """
+    config = get_quant_config(config)
+    if quantized_modules(model):
+        raise XtcError("the model is already quantized: quantize a full-precision model")
+    patterns = [re.compile(rule.pattern) for rule in config.rules]
+    matched = []  # (name, module, rule)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            rule = next((r for r, p in zip(config.rules, patterns) if p.fullmatch(name)), None)
+            if rule is not None:
+                matched.append((name, module, rule))
+    if not matched:
+        raise XtcError(
+            f"no nn.Linear or nn.Embedding module matches a quantization rule "
+            f"(patterns: {', '.join(repr(r.pattern) for r in config.rules)})"
+        )
+    for name, module, rule in matched:
+        if isinstance(module, nn.Linear) and (rule.weight_bits is not None or rule.act_bits is not None):
+            model.set_submodule(name, QuantLinear.from_float(module, rule))
+        elif isinstance(module, nn.Embedding) and rule.weight_bits is not None:
+            model.set_submodule(name, QuantEmbedding.from_float(module, rule))
+    if hasattr(model, "config"):
+        model.config.xtc_quantization = config.model_dump(mode="json")
+    return model

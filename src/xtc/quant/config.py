@@ -1,0 +1,144 @@
+"""Validated quantization configs: which modules get which quantizer, by name pattern.
+
+A ``QuantConfig`` is an ordered list of ``QuantRule``: a regular expression over
+full module names (``re.fullmatch``) and the ``QuantSpec`` for the nn.Linear /
+nn.Embedding modules it matches; the first matching rule wins. Unknown keys and
+bad values fail at construction, naming the field, the value and the choices.
+
+The presets ``w1a8`` / ``w2a8`` are the reference XTC configuration (METHOD.md,
+"What is quantized"), with patterns generated from ``xtc.models.ARCHITECTURES``
+so that they fit every supported architecture.
+
+This module imports no torch, so configs can be validated cheaply (CLI).
+"""
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from xtc.errors import XtcError, format_validation_error
+from xtc.models import ARCHITECTURES
+
+Granularity = Literal["tensor", "row", "group"]
+ActMode = Literal["dynamic", "static"]
+
+# The Linear layers of a transformer layer, by their role names in ``Architecture``.
+LINEAR_ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantSpec(_Config):
+    """How one module is quantized; the defaults keep it in full precision."""
+
+    weight_bits: int | None = Field(
+        None, description="weight bits: 1 (binary, BWN), 2 (ternary, TWN), 3..8 (symmetric); None keeps full precision"
+    )
+    granularity: Granularity = Field(
+        "tensor",
+        description="weights sharing one scale: tensor (the whole matrix), row (one output or embedding row), "
+        "group (group_size consecutive weights of a row)",
+    )
+    group_size: int | None = Field(
+        None, gt=0, validate_default=True, description="weights per scale along a row, with granularity 'group'"
+    )
+    act_bits: int | None = Field(
+        None,
+        description="bits of a Linear's input activations (symmetric, 2..8); None keeps them in full precision; "
+        "embeddings have none and ignore it",
+    )
+    act_mode: ActMode = Field(
+        "dynamic",
+        description="dynamic: one scale per token from its max |x|; static: one range per layer, "
+        "an EMA (momentum 0.95) of the batch max |x| in training, frozen in eval",
+    )
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _weight_bits(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= 8:
+            raise ValueError("must be one of 1 (binary), 2 (ternary), 3..8 (symmetric) or None (full precision)")
+        return value
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        granularity = info.data.get("granularity")
+        if granularity == "group" and value is None:
+            raise ValueError("group_size is required with granularity 'group'")
+        if granularity in ("tensor", "row") and value is not None:
+            raise ValueError(f"group_size is only used with granularity 'group' (granularity is {granularity!r})")
+        return value
+
+    @field_validator("act_bits")
+    @classmethod
+    def _act_bits(cls, value: int | None) -> int | None:
+        if value is not None and not 2 <= value <= 8:
+            raise ValueError("must be one of 2..8 or None (full precision)")
+        return value
+
+    @field_validator("act_mode")
+    @classmethod
+    def _act_mode(cls, value: str, info: ValidationInfo) -> str:
+        if value == "static" and info.data.get("act_bits") is None:
+            raise ValueError("act_mode 'static' needs act_bits")
+        return value
+
+
+class QuantRule(QuantSpec):
+    """A ``QuantSpec`` for the modules whose full name matches ``pattern``."""
+
+    pattern: str = Field(description=r"regular expression matched against full module names (re.fullmatch), "
+                         r"e.g. 'bert\.encoder\.layer\.\d+\.attention\.self\.query'")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"pattern is not a valid regular expression: {e}") from None
+        return value
+
+
+class QuantConfig(_Config):
+    """Which nn.Linear / nn.Embedding modules are quantized, and how."""
+
+    rules: list[QuantRule] = Field(
+        min_length=1, description="tried in order; the first rule whose pattern matches a module's name decides"
+    )
+
+
+def _reference(bits: int) -> QuantConfig:
+    """METHOD.md: Q/K/V, attention output, FFN in/out of every layer at ``bits`` (one scale per matrix) with
+    8-bit dynamic per-token inputs; word embeddings at ``bits``, one scale per row; everything else kept."""
+    archs = ARCHITECTURES.values()
+    linears = "|".join(dict.fromkeys(
+        rf"{re.escape(a.layers)}\.\d+\.(?:{'|'.join(re.escape(getattr(a, role)) for role in LINEAR_ROLES)})"
+        for a in archs
+    ))
+    embeddings = "|".join(dict.fromkeys(re.escape(a.word_embeddings) for a in archs))
+    return QuantConfig(rules=[
+        QuantRule(pattern=linears, weight_bits=bits, granularity="tensor", act_bits=8, act_mode="dynamic"),
+        QuantRule(pattern=embeddings, weight_bits=bits, granularity="row"),
+    ])
+
+
+PRESETS: dict[str, QuantConfig] = {"w1a8": _reference(1), "w2a8": _reference(2)}
+
+
+def get_quant_config(name_or_config: str | dict | QuantConfig) -> QuantConfig:
+    """A preset name (case-insensitive), a dict (e.g. a saved ``model_dump()``) or a QuantConfig -> QuantConfig."""
+    if isinstance(name_or_config, QuantConfig):
+        return name_or_config
+    if isinstance(name_or_config, dict):
+        try:
+            return QuantConfig.model_validate(name_or_config)
+        except ValidationError as e:
+            raise XtcError(f"invalid quantization config: {format_validation_error(e, flags=False)}") from None
+    if name_or_config.lower() not in PRESETS:
+        raise XtcError(f"unknown quantization preset {name_or_config!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name_or_config.lower()]

@@ -1,0 +1,106 @@
+"""quantize_ on the real bert-tiny and on tiny models of every supported architecture."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+
+from tests.test_models import CONFIGS
+from xtc.data.tasks import get_task
+from xtc.errors import XtcError
+from xtc.models import architecture, load_model
+from xtc.quant.apply import quantize_, quantized_modules
+from xtc.quant.config import LINEAR_ROLES, PRESETS, QuantConfig, QuantRule
+from xtc.quant.modules import QuantEmbedding, QuantLinear
+
+BATCH = dict(input_ids=torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]]),
+             attention_mask=torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]))
+
+
+@pytest.fixture(scope="module")
+def bert_tiny_fp():
+    model, _ = load_model("bert-tiny", get_task("RTE"))
+    return model
+
+
+@pytest.fixture
+def bert_tiny(bert_tiny_fp):
+    return copy.deepcopy(bert_tiny_fp)
+
+
+def expected_linears(arch, num_layers):
+    return {f"{arch.layers}.{i}.{getattr(arch, role)}" for i in range(num_layers) for role in LINEAR_ROLES}
+
+
+def test_w1a8_on_bert_tiny_quantizes_the_reference_modules(bert_tiny):
+    arch = architecture("bert")
+    params_before = [id(p) for p in bert_tiny.parameters()]
+    assert quantize_(bert_tiny, "w1a8") is bert_tiny
+    found = dict(quantized_modules(bert_tiny))
+    linears = {n for n, m in found.items() if isinstance(m, QuantLinear)}
+    assert linears == expected_linears(arch, 2) and len(linears) == 12
+    assert all(found[n].spec.weight_bits == 1 and found[n].spec.act_bits == 8 for n in linears)
+    assert set(found) - linears == {arch.word_embeddings}
+    assert isinstance(found[arch.word_embeddings], QuantEmbedding) and found[arch.word_embeddings].spec.granularity == "row"
+    for name in ("bert.pooler.dense", "classifier"):
+        assert type(bert_tiny.get_submodule(name)) is nn.Linear
+    for name in ("position_embeddings", "token_type_embeddings"):
+        assert type(bert_tiny.get_submodule(f"{arch.embeddings}.{name}")) is nn.Embedding
+    assert [id(p) for p in bert_tiny.parameters()] == params_before  # same parameters, same order
+    assert bert_tiny.config.xtc_quantization == PRESETS["w1a8"].model_dump(mode="json")
+
+
+def test_quantized_bert_tiny_runs_forward_and_backward(bert_tiny, bert_tiny_fp):
+    quantize_(bert_tiny, "w2a8").train()
+    out = bert_tiny(**BATCH, labels=torch.tensor([0, 1]))
+    assert out.logits.shape == (2, 2) and torch.isfinite(out.loss)
+    assert not torch.allclose(out.logits, bert_tiny_fp.train()(**BATCH).logits)
+    out.loss.backward()
+    for name, module in quantized_modules(bert_tiny):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0, name
+
+
+def test_saved_model_records_the_config_and_rebuilds(bert_tiny, tmp_path):
+    quantize_(bert_tiny, "w1a8").eval()
+    bert_tiny.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    quantize_(reloaded, reloaded.config.xtc_quantization)
+    assert torch.equal(reloaded(**BATCH).logits, bert_tiny(**BATCH).logits)
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_presets_quantize_six_linears_per_layer_on_every_architecture(model_type):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(CONFIGS[model_type])
+    arch = architecture(model_type)
+    num_layers = getattr(model.config, arch.num_layers_key)
+    quantize_(model, "w2a8")
+    found = dict(quantized_modules(model))
+    assert {n for n, m in found.items() if isinstance(m, QuantLinear)} == expected_linears(arch, num_layers)
+    assert set(found) - expected_linears(arch, num_layers) == {arch.word_embeddings}
+    for head in arch.head:
+        assert not quantized_modules(model.get_submodule(head)), head
+    model(input_ids=torch.tensor([[1, 5, 7, 2]])).logits.sum().backward()
+
+
+def test_first_matching_rule_wins_and_a_rule_without_bits_keeps_the_module(bert_tiny):
+    config = QuantConfig(rules=[QuantRule(pattern="classifier"),
+                                QuantRule(pattern=r".*\.value", act_bits=8),
+                                QuantRule(pattern=".*", weight_bits=4, granularity="group", group_size=16)])
+    quantize_(bert_tiny, config)
+    assert type(bert_tiny.classifier) is nn.Linear
+    value = bert_tiny.get_submodule("bert.encoder.layer.0.attention.self.value")
+    assert value.spec.weight_bits is None and value.spec.act_bits == 8
+    assert bert_tiny.bert.pooler.dense.spec.weight_bits == 4
+    assert isinstance(bert_tiny.bert.embeddings.position_embeddings, QuantEmbedding)
+
+
+def test_no_match_and_requantization_are_refused(bert_tiny):
+    with pytest.raises(XtcError, match=r"no nn.Linear or nn.Embedding module matches .*'encoder\\\\.nothing'"):
+        quantize_(bert_tiny, QuantConfig(rules=[QuantRule(pattern=r"encoder\.nothing", weight_bits=1)]))
+    assert not quantized_modules(bert_tiny)
+    quantize_(bert_tiny, "w1a8")
+    with pytest.raises(XtcError, match="already quantized"):
+        quantize_(bert_tiny, "w2a8")
