@@ -53,9 +53,10 @@ def main() -> None:
         print("$", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         metrics = json.loads((Path(cmd[-1]) / "metrics.json").read_text())
-        results[task] = {"command": shlex.join(cmd), "dev": metrics["dev"], "best_step": metrics["best_step"],
-                         "total_steps": metrics["total_steps"], "train_examples": metrics["train_examples"],
-                         "wall_time_s": metrics["wall_time_s"]}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        results[task] = {"command": shlex.join(cmd), "xtc_commit": commit, "dev": metrics["dev"],
+                         "best_step": metrics["best_step"], "total_steps": metrics["total_steps"],
+                         "train_examples": metrics["train_examples"], "wall_time_s": metrics["total_time_s"]}
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         TABLE.write_text("# MiniLM-L6 teachers: GLUE dev, default budget, this machine (2 CPU cores)\n\n"
                          + table(results))

@@ -1,0 +1,118 @@
+"""`xtc run` end to end on the real bert-tiny: stages, records, skipping finished work, resuming a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from xtc.cli import main
+from xtc.data.tasks import get_task
+from xtc.models import load_model
+from xtc.quant.modules import QuantLinear
+
+TINY = ["--model", "bert-tiny", "--task", "MRPC", "--max-train-samples", "48", "--max-eval-samples", "32",
+        "--set", "layer_reduction.layers=[1]"]
+for stage in ("teacher", "layer_reduction", "quantize"):
+    TINY += ["--set", f"{stage}.max_steps=4", "--set", f"{stage}.batch_size=16"]
+
+
+def xtc(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, glue_dir):
+    out = tmp_path_factory.mktemp("xtc") / "mrpc-w1"
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--glue-dir", glue_dir, "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
+def test_final_table(run_dir):
+    _, stdout = run_dir
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| stage | layers | W/A bits | dev f1 | dev accuracy | size (MB) | wall time |")
+    assert [r.split(" | ")[:3] for r in rows[1:]] == [["| teacher", "2", "FP32"], ["| layer_reduction", "1", "FP32"],
+                                                        ["| quantize", "1", "W1A8"]]
+    sizes = [float(r.split(" | ")[-2]) for r in rows[1:]]
+    assert sizes[2] < sizes[1] / 10 < sizes[0] / 10  # 1-bit matrices and 16-bit rest, vs FP32
+
+
+def test_stage_folders_record_layers_and_quantization(run_dir):
+    out, _ = run_dir
+    reduced = json.loads((out / "layer_reduction" / "config.json").read_text())
+    assert reduced["num_hidden_layers"] == 1 and reduced["xtc_teacher_layers"] == [1]
+    quantized = json.loads((out / "quantize" / "config.json").read_text())
+    assert quantized["xtc_teacher_layers"] == [1]
+    assert [r["weight_bits"] for r in quantized["xtc_quantization"]["rules"]] == [1, 1]
+    model, _ = load_model(out / "quantize", get_task("MRPC"))
+    linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert len(linears) == 6 and all(m.spec.weight_bits == 1 and m.spec.act_bits == 8 for m in linears)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize"]
+
+
+def test_eval_rebuilds_the_exact_fake_quant_model(run_dir, glue_dir):
+    out, _ = run_dir
+    result = xtc("eval", out / "quantize", "--task", "MRPC", "--glue-dir", glue_dir, "--max-eval-samples", "32",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "quantize" / "metrics.json").read_text())["dev"]["dev"]
+    assert json.loads(result.stdout)["dev"] == pytest.approx(recorded)
+
+
+def test_rerun_skips_finished_stages(run_dir, glue_dir):
+    out, first = run_dir
+    again = xtc("run", "--recipe", "xtc-w1a8-l3", "--glue-dir", glue_dir, "--out", out, *TINY)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("finished earlier, skipping") == 3
+    table = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert table(again.stdout) == table(first)
+
+
+def test_changed_recipe_is_refused(run_dir, glue_dir):
+    out, _ = run_dir
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--glue-dir", glue_dir, "--out", out, *TINY,
+                 "--set", "quantize.lr=1e-3")
+    assert result.exit_code == 2 and "holds a different run (differs in: recipe)" in result.stderr
+
+
+def _xtc_process(*args, log):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with open(log, "a") as f:
+        return subprocess.Popen([sys.executable, "-m", "xtc", "run", *map(str, args)], env=env, stdout=f, stderr=f)
+
+
+def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path):
+    """SIGKILL in the middle of the quantization stage, run the same command again: same weights
+    as an uninterrupted run. The teacher comes from --teacher (its finetune stage is skipped)."""
+    teacher, _ = run_dir
+    args = ["--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir, *TINY,
+            "--set", "quantize.max_steps=24", "--set", "quantize.batch_size=8", "--set", "quantize.checkpoint_steps=2"]
+    whole = _xtc_process(*args, "--out", tmp_path / "whole", log=tmp_path / "whole.log")
+    killed = _xtc_process(*args, "--out", tmp_path / "killed", log=tmp_path / "killed.log")
+    state = tmp_path / "killed" / "quantize" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not state.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert state.exists() or (tmp_path / "killed" / "quantize" / "checkpoint.old").exists()
+    assert not (tmp_path / "killed" / "quantize" / "metrics.json").exists(), "the run ended before the kill"
+    resumed = _xtc_process(*args, "--out", tmp_path / "killed", log=tmp_path / "killed.log")
+    assert resumed.wait() == 0, (tmp_path / "killed.log").read_text()[-2000:]
+    assert whole.wait() == 0, (tmp_path / "whole.log").read_text()[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "killed" / "quantize" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in log].count("resume") == 1
+    a = load_file(tmp_path / "whole" / "quantize" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "quantize" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [json.loads((tmp_path / run / "quantize" / "metrics.json").read_text()) for run in ("whole", "killed")]
+    assert metrics[0]["dev"] == metrics[1]["dev"] and metrics[0]["best_step"] == metrics[1]["best_step"]

@@ -1,0 +1,65 @@
+"""Recipes: presets, YAML files, overrides, and errors that name the field."""
+
+import pytest
+
+from xtc.errors import XtcError
+from xtc.recipe import load_recipe, preset_names
+
+
+def test_presets_ship_and_validate():
+    assert {"xtc-w1a8-l3", "xtc-w2a8-l3", "xtc-w1a8", "xtc-w2a8", "xtc-w1a8-l6", "xtc-w1a8-l5"} <= set(preset_names())
+    for name in preset_names():
+        recipe = load_recipe(name)
+        assert recipe.stages[0].kind == "finetune" and all(s.kind == "distill" for s in recipe.stages[1:])
+    l3 = load_recipe("xtc-w1a8-l3")
+    assert [s.name for s in l3.stages] == ["teacher", "layer_reduction", "quantize"]
+    assert l3.stage("layer_reduction").layers == [1, 3, 5] and l3.stage("quantize").quant == "w1a8"
+    assert load_recipe("xtc-w2a8-l3").stage("quantize").quant == "w2a8"
+    assert load_recipe("xtc-w1a8-l6").stage("layer_reduction").layers == [1, 3, 5, 7, 9, 11]
+    assert load_recipe("xtc-w1a8-l5").stage("layer_reduction").layers == [2, 4, 6, 8, 10]
+
+
+def test_overrides():
+    recipe = load_recipe("xtc-w1a8-l3", ["quantize.epochs=20", "quantize.lr=1e-4", "layer_reduction.layers=[0, 5]",
+                                         "quantize.distill.temperature=2", "description=mine"])
+    q = recipe.stage("quantize")
+    assert q.epochs == 20 and q.lr == 1e-4 and q.distill.temperature == 2 and recipe.description == "mine"
+    assert recipe.stage("layer_reduction").layers == [0, 5]
+
+
+def test_yaml_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("stages:\n  - {name: t, kind: finetune, max_steps: 5}\n"
+                    "  - {name: q, kind: distill, quant: w2a8, distill: {attention_weight: 0}}\n")
+    recipe = load_recipe(path)
+    assert recipe.stage("q").distill.attention_weight == 0 and recipe.stage("t").max_steps == 5
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["quantize.epochz=3"], r"preset xtc-w1a8-l3: unknown setting 'stages.quantize.epochz'"),
+    (["quantize.lr=-1"], r"invalid value -1 for stages.quantize.lr: Input should be greater than 0"),
+    (["quantize.quant=w3a8"], r"stages.quantize.quant: unknown quantization preset 'w3a8'; valid presets: w1a8, w2a8"),
+    (["quantize.kind=prune"], r"stages.quantize.kind: Input should be 'finetune' or 'distill'"),
+    (["quantize.distill.hidden_weight=x"], r"stages.quantize.distill.hidden_weight"),
+    (["qat.epochs=3"], r"the recipe has no stage 'qat'; stages: teacher, layer_reduction, quantize"),
+    (["quantize.epochs"], r"not of the form STAGE.FIELD=VALUE"),
+    (["teacher.quant=w1a8"], r"takes no layers or quant"),
+])
+def test_bad_fields_are_named(overrides, pattern):
+    with pytest.raises(XtcError, match=pattern):
+        load_recipe("xtc-w1a8-l3", overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(XtcError, match=r"recipe 'nope' is neither a file nor a preset; presets: xtc-w1a8, "):
+        load_recipe("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  - name: t\n   kind: finetune\n")
+    with pytest.raises(XtcError, match=rf"{bad}:3: not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("stages:\n  - {name: q, kind: distill}\n")
+    with pytest.raises(XtcError, match="the first stage, and only the first, must be of kind 'finetune'"):
+        load_recipe(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(XtcError, match="a recipe is a mapping"):
+        load_recipe(bad)
