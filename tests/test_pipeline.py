@@ -17,10 +17,16 @@ from xtc.data.tasks import get_task
 from xtc.models import load_model
 from xtc.quant.modules import QuantLinear
 
-TINY = ["--model", "bert-tiny", "--task", "MRPC", "--max-train-samples", "48", "--max-eval-samples", "32",
-        "--set", "layer_reduction.layers=[1]"]
-for stage in ("teacher", "layer_reduction", "quantize"):
-    TINY += ["--set", f"{stage}.max_steps=4", "--set", f"{stage}.batch_size=16"]
+def tiny(*stages):
+    """Tiny budgets for bert-tiny (2 layers: the student keeps teacher layer 1)."""
+    args = ["--model", "bert-tiny", "--task", "MRPC", "--max-train-samples", "48", "--max-eval-samples", "32",
+            "--set", "layer_reduction.layers=[1]"]
+    for stage in ("teacher", "layer_reduction", *stages):
+        args += ["--set", f"{stage}.max_steps=4", "--set", f"{stage}.batch_size=16"]
+    return args
+
+
+TINY = tiny("quantize")
 
 
 def xtc(*args):
@@ -116,3 +122,16 @@ def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     metrics = [json.loads((tmp_path / run / "quantize" / "metrics.json").read_text()) for run in ("whole", "killed")]
     assert metrics[0]["dev"] == metrics[1]["dev"] and metrics[0]["best_step"] == metrics[1]["best_step"]
+
+
+def test_two_stage_schedule_continues_from_the_quantized_model(run_dir, glue_dir, tmp_path):
+    teacher, _ = run_dir
+    args = ["run", "--recipe", "xtc-w1a8-l3-two-stage", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+            "--out", tmp_path / "two", *tiny("quantize_intermediate", "quantize_prediction")]
+    result = xtc(*args)
+    assert result.exit_code == 0, result.output
+    assert "| quantize_prediction | 1 | W1A8 |" in result.stdout
+    log = [json.loads(line) for line in (tmp_path / "two" / "quantize_intermediate" / "train_log.jsonl").read_text().splitlines()]
+    assert all("logit" not in e and {"hidden", "attention"} <= set(e) for e in log if e["event"] == "train")
+    log = [json.loads(line) for line in (tmp_path / "two" / "quantize_prediction" / "train_log.jsonl").read_text().splitlines()]
+    assert all(set(e) >= {"logit"} and "hidden" not in e for e in log if e["event"] == "train")

@@ -17,6 +17,11 @@ def test_presets_ship_and_validate():
     assert load_recipe("xtc-w2a8-l3").stage("quantize").quant == "w2a8"
     assert load_recipe("xtc-w1a8-l6").stage("layer_reduction").layers == [1, 3, 5, 7, 9, 11]
     assert load_recipe("xtc-w1a8-l5").stage("layer_reduction").layers == [2, 4, 6, 8, 10]
+    two = load_recipe("xtc-w1a8-l3-two-stage")
+    first, second = two.stage("quantize_intermediate"), two.stage("quantize_prediction")
+    assert first.distill.logit_weight == 0 and second.distill.hidden_weight == second.distill.attention_weight == 0
+    one_stage_epochs = load_recipe("xtc-w1a8-l3").stage("quantize").epochs
+    assert first.epochs + second.epochs == one_stage_epochs  # equal total budget
 
 
 def test_overrides():

@@ -94,3 +94,25 @@ def test_interrupted_training_resumes_to_the_same_result(glue_dir, tmp_path, mon
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed" / "checkpoint").exists()
+
+
+def test_non_finite_loss_stops_with_a_clear_message(glue_dir, tmp_path, monkeypatch):
+    from xtc import train as train_module
+    from xtc.errors import XtcError
+
+    calls = {"n": 0}
+    original = train_module.cross_entropy_loss
+
+    def explodes_at_step_5(model, batch):
+        calls["n"] += 1
+        terms = original(model, batch)
+        return {"loss": terms["loss"] * float("nan")} if calls["n"] == 5 else terms
+
+    monkeypatch.setattr(train_module, "cross_entropy_loss", explodes_at_step_5)
+    out = tmp_path / "nan"
+    config = FinetuneConfig(model="bert-tiny", task="RTE", glue_dir=glue_dir, out=out, max_train_samples=16,
+                            max_eval_samples=8, epochs=3, batch_size=4, checkpoint_steps=2)
+    with pytest.raises(XtcError, match=r"loss became nan at step 4; lower the learning rate"):
+        finetune(config)
+    assert (out / "model.safetensors").is_file()  # the best checkpoint (epoch 1)
+    assert (out / "checkpoint" / "state.json").is_file() and not (out / "metrics.json").exists()

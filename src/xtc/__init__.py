@@ -19,8 +19,17 @@ _EXPORTS = {
     "load_model": "xtc.models",
     "FinetuneConfig": "xtc.recipe",
     "EvalConfig": "xtc.recipe",
+    "RunConfig": "xtc.recipe",
+    "Recipe": "xtc.recipe",
+    "load_recipe": "xtc.recipe",
     "finetune": "xtc.train",
     "evaluate": "xtc.evaluation",
+    "run_recipe": "xtc.pipeline",
+    "quantize_": "xtc.quant.apply",
+    "QuantConfig": "xtc.quant.config",
+    "QuantRule": "xtc.quant.config",
+    "reduce_layers": "xtc.reduce",
+    "DistillationLoss": "xtc.distill",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -8,11 +8,9 @@ interrupted one resumes from its checkpoint.
 """
 
 import json
-import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -21,6 +19,7 @@ from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
 from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
+from xtc.evaluation import dev_sets
 from xtc.models import architecture, load_model, load_tokenizer
 from xtc.quant.apply import quantize_
 from xtc.quant.config import get_quant_config
@@ -28,7 +27,7 @@ from xtc.recipe import Recipe, RunConfig, StageConfig, load_recipe
 from xtc.reduce import default_teacher_layers, reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
-from xtc.train import cross_entropy_loss, train_stage
+from xtc.train import cross_entropy_loss, make_accelerator, train_stage
 
 STAGE_FILE = "stage.json"
 
@@ -97,12 +96,10 @@ def run_recipe(config: RunConfig) -> list[dict]:
     task = get_task(config.task)
     out = Path(config.out)
     prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(out, config.tensorboard)
     tokenizer = load_tokenizer(config.teacher or config.model)
     train_features = tokenize(tokenizer, load_examples(task, "train", config.glue_dir, config.max_train_samples),
                               config.max_seq_length)
-    from xtc.evaluation import dev_sets
-
     dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
 
     rows, previous, teacher_dir = [], None, None

@@ -63,6 +63,7 @@ class RunArgs(_Config):
     seed: int = Field(42, description="random seed (data order, dropout, new head)")
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     overwrite: bool = Field(False, description="replace an output folder that holds a different run")
+    tensorboard: bool = Field(False, description="also log to TensorBoard (needs: pip install tensorboard)")
 
 
 class FinetuneConfig(DataArgs, TrainArgs, RunArgs):
@@ -72,7 +73,7 @@ class FinetuneConfig(DataArgs, TrainArgs, RunArgs):
 
     def run_fields(self) -> dict:
         """The settings that define the run (what a rerun must match to reuse the folder)."""
-        return self.model_dump(mode="json", exclude={"overwrite", "glue_dir"})
+        return self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "tensorboard"})
 
 
 class EvalConfig(DataArgs):
@@ -227,5 +228,5 @@ class RunConfig(DataArgs, RunArgs):
     set: tuple[str, ...] = Field((), description="override a recipe field: STAGE.FIELD=VALUE (repeatable)")
 
     def run_fields(self, recipe: Recipe) -> dict:
-        fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out"})
+        fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}

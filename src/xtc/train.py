@@ -12,6 +12,7 @@ event) and, while training, ``checkpoint/`` (model, optimizer, scheduler, RNG an
 step). A finished stage has ``metrics.json`` and no ``checkpoint/``.
 """
 
+import importlib.util
 import json
 import math
 import shutil
@@ -72,6 +73,15 @@ def save_model_folder(model, tokenizer, out: Path, accelerator: Accelerator) -> 
             f.replace(out / f.name)
 
 
+def make_accelerator(out: Path, tensorboard: bool) -> Accelerator:
+    """The Accelerator of a run; with ``tensorboard``, metrics also go to OUT/tensorboard/."""
+    if not tensorboard:
+        return Accelerator()
+    if importlib.util.find_spec("tensorboard") is None:
+        raise XtcError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    return Accelerator(log_with="tensorboard", project_dir=str(out / "tensorboard"))
+
+
 def cross_entropy_loss(model, batch) -> dict[str, torch.Tensor]:
     """The teacher's objective: the model's own task loss (cross-entropy, or MSE for regression)."""
     return {"loss": model(**batch).loss}
@@ -103,6 +113,7 @@ def train_stage(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    accelerator.init_trackers(name.replace(" ", "_"))
     state = {"step": 0, "best": None, "best_step": 0, "best_dev": None, "last_dev": None, "train_seconds": 0.0}
     log = JsonlLog(out / LOG_FILE)
     checkpoint = find_checkpoint(out / CHECKPOINT_DIR)
@@ -124,6 +135,7 @@ def train_stage(
         state["last_dev"] = results
         log.write(event="eval", step=state["step"], epoch=round(state["step"] / steps_per_epoch, 3),
                   dev=results, best=improved)
+        accelerator.log({f"{split}/{k}": v for split, m in results.items() for k, v in m.items()}, step=state["step"])
         shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[task.dev_splits[0]].items() if k != "score")
         tqdm.write(f"{name} step {state['step']}: dev {shown}{' (best)' if improved else ''}")
         model.train()
@@ -158,6 +170,7 @@ def train_stage(
             if step % args.logging_steps == 0:
                 means = {k: round(v / count, 6) for k, v in running.items()}
                 log.write(event="train", step=step, lr=scheduler.get_last_lr()[0], **means)
+                accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
                 running, count = {}, 0
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
@@ -187,6 +200,7 @@ def train_stage(
     }
     log.write(event="end", best_step=state["best_step"], wall_time_s=metrics["wall_time_s"])
     log.close()
+    accelerator.end_training()
     if accelerator.is_main_process:
         write_json(out / METRICS_FILE, metrics)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
@@ -201,7 +215,7 @@ def finetune(config: FinetuneConfig) -> dict:
     if prepare_run_dir(out, config.run_fields(), config.overwrite):
         tqdm.write(f"{out} already holds this finished run; not training again (use --overwrite to redo it)")
         return json.loads((out / METRICS_FILE).read_text())
-    accelerator = Accelerator()
+    accelerator = make_accelerator(out, config.tensorboard)
     set_seed(config.seed)  # the new head's initialisation
     tokenizer = load_tokenizer(config.model)
     model, new_head = load_model(config.model, task)
