@@ -129,3 +129,13 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("xtc: error: invalid value 'nope' for --task")
+
+
+def test_run_flags_reach_the_config(tmp_path, glue_dir):
+    """--teacher-layers takes one comma list; --set repeats; a bad override stops before any work."""
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--glue-dir", glue_dir, "--out", tmp_path / "o",
+                 "--teacher-layers", "1,3,5", "--set", "quantize.epochs=2", "--set", "quantize.lrr=1")
+    assert_user_error(result, r"preset xtc-w1a8-l3: unknown setting 'stages.quantize.lrr'")
+    assert not (tmp_path / "o").exists()
+    assert_user_error(xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
+                          "--teacher-layers", "1,x"), r"invalid value '1,x' for --teacher-layers")

@@ -68,3 +68,14 @@ def test_bad_files(tmp_path):
     bad.write_text("- just a list\n")
     with pytest.raises(XtcError, match="a recipe is a mapping"):
         load_recipe(bad)
+
+
+def test_teacher_layers_flag():
+    from xtc.recipe import RunConfig
+
+    config = RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="0,2,5")
+    assert config.load_recipe().stage("layer_reduction").layers == [0, 2, 5]
+    with pytest.raises(XtcError, match="has no layer-reduction stage"):
+        RunConfig(recipe="xtc-w1a8", task="RTE", out="x", teacher_layers="1").load_recipe()
+    with pytest.raises(ValueError, match="comma-separated layer indices"):
+        RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="1;3")

@@ -45,7 +45,9 @@ def test_keeping_every_layer_reproduces_the_teacher():
     teacher.eval()
     student = reduce_layers(teacher, [0, 1]).eval()
     ids = torch.tensor([[101, 7592, 2088, 102]])
-    assert torch.equal(student(input_ids=ids).logits, teacher(input_ids=ids).logits)
+    s, t = (m(input_ids=ids, output_hidden_states=True) for m in (student, teacher))
+    assert torch.equal(s.logits, t.logits)
+    assert len(s.hidden_states) == 3 and all(torch.equal(a, b) for a, b in zip(s.hidden_states, t.hidden_states))
 
 
 @pytest.mark.parametrize("layers,pattern", [([], "not valid"), ([0, 2], r"not valid for a 2-layer teacher"),

@@ -52,7 +52,7 @@ def config_options(config_cls: type[BaseModel], positional: tuple[str, ...] = ()
                 command = click.option(flag, name, is_flag=True, default=None, help=field.description)(command)
             else:
                 default = None if field.is_required() else field.default
-                repeat = typing.get_origin(kind) is tuple
+                repeat = bool((field.json_schema_extra or {}).get("repeatable"))
                 shown = f"  [default: {default}]" if default not in (None, ()) else ""
                 suffix = "  [required]" if field.is_required() else shown
                 metavar = {int: "INT", float: "FLOAT", Path: "PATH"}.get(kind, "TEXT")

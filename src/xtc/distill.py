@@ -1,11 +1,13 @@
 """Knowledge distillation: XTC's one-stage loss (METHOD.md), term by term.
 
-    L = w_logit * SCE(student_logits / T, teacher_logits / T)        (MSE for regression)
+    L = w_logit * KL(teacher_logits / T || student_logits / T)       (MSE for regression)
       + w_att   * sum_l MSE(att_s[l], att_t[m(l)])   over real (query, key) pairs, pre-softmax
       + w_hid   * sum_l MSE(hid_s[l], hid_t[m'(l)])  over real tokens, embedding output included
 
 with ``m(l) = teacher_layers[l]`` and ``m'(0) = 0, m'(l + 1) = teacher_layers[l] + 1``.
-A two-stage schedule (intermediate-layer KD, then prediction-layer KD) is the
+The logit term is the reference's soft cross-entropy minus the teacher's entropy
+(a constant per batch), i.e. the KL divergence: the same gradients, and 0 when
+the student matches the teacher. A two-stage schedule (intermediate-layer KD, then prediction-layer KD) is the
 same loss with the logit weight, then the layer weights, set to 0.
 
 Attention scores before the softmax are not what transformers returns, so
@@ -84,8 +86,8 @@ class DistillationLoss(nn.Module):
             if self.regression:
                 terms["logit"] = F.mse_loss(s, t)
             else:
-                temp = self.temperature
-                terms["logit"] = -(F.softmax(t / temp, -1) * F.log_softmax(s / temp, -1)).sum(-1).mean()
+                log_p_t, log_p_s = F.log_softmax(t / self.temperature, -1), F.log_softmax(s / self.temperature, -1)
+                terms["logit"] = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()
         if self.needs_hidden_states:
             token_mask = attention_mask[:, :, None]  # (batch, seq, 1)
             pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.teacher_layers)]

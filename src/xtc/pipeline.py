@@ -23,7 +23,7 @@ from xtc.evaluation import dev_sets
 from xtc.models import architecture, load_model, load_tokenizer
 from xtc.quant.apply import quantize_
 from xtc.quant.config import get_quant_config
-from xtc.recipe import Recipe, RunConfig, StageConfig, load_recipe
+from xtc.recipe import Recipe, RunConfig, StageConfig
 from xtc.reduce import default_teacher_layers, reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
@@ -92,7 +92,7 @@ def describe(model_dir: Path) -> dict:
 
 def run_recipe(config: RunConfig) -> list[dict]:
     """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json)."""
-    recipe: Recipe = load_recipe(config.recipe, config.set)
+    recipe: Recipe = config.load_recipe()
     task = get_task(config.task)
     out = Path(config.out)
     prepare_run_dir(out, config.run_fields(recipe), config.overwrite)

@@ -225,8 +225,34 @@ class RunConfig(DataArgs, RunArgs):
     recipe: str = Field(description="preset name (xtc-w1a8-l3, ...) or a YAML recipe file")
     model: str = Field(DEFAULT_MODEL, description="short name (minilm-l6, bert-tiny), local folder or hub name")
     teacher: Path | None = Field(None, description="an already fine-tuned teacher folder: skips the finetune stage")
-    set: tuple[str, ...] = Field((), description="override a recipe field: STAGE.FIELD=VALUE (repeatable)")
+    set: tuple[str, ...] = Field((), description="override a recipe field: STAGE.FIELD=VALUE (repeatable)",
+                                 json_schema_extra={"repeatable": True})
+    teacher_layers: tuple[int, ...] | None = Field(
+        None, description="teacher layers the student keeps, e.g. 1,3,5 (overrides the recipe's layer reduction)"
+    )
+
+    @field_validator("teacher_layers", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            try:
+                return tuple(int(v) for v in value.split(","))
+            except ValueError:
+                raise ValueError("expected comma-separated layer indices such as 1,3,5") from None
+        return value
+
+    def load_recipe(self) -> "Recipe":
+        """The recipe with ``--set`` overrides and ``--teacher-layers`` applied, validated."""
+        recipe = load_recipe(self.recipe, self.set)
+        if self.teacher_layers is None:
+            return recipe
+        if not any(s.layers is not None for s in recipe.stages):
+            raise XtcError(f"--teacher-layers: recipe {self.recipe!r} has no layer-reduction stage")
+        stages = [s.model_copy(update={"layers": list(self.teacher_layers)}) if s.layers is not None else s
+                  for s in recipe.stages]
+        return recipe.model_copy(update={"stages": stages})
 
     def run_fields(self, recipe: Recipe) -> dict:
-        fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard"})
+        fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
+                                                        "teacher_layers"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}

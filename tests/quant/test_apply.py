@@ -104,3 +104,15 @@ def test_no_match_and_requantization_are_refused(bert_tiny):
     quantize_(bert_tiny, "w1a8")
     with pytest.raises(XtcError, match="already quantized"):
         quantize_(bert_tiny, "w2a8")
+
+
+@pytest.mark.parametrize("preset,values", [("w1a8", 2), ("w2a8", 3)])
+def test_every_quantized_weight_group_of_bert_tiny_takes_exactly_2_or_3_values(bert_tiny, preset, values):
+    quantize_(bert_tiny, preset)
+    for name, module in quantized_modules(bert_tiny):
+        if isinstance(module, QuantLinear):
+            groups = module.quantized_weight().detach().reshape(1, -1)  # one scale per matrix
+        else:
+            groups = module(torch.arange(module.weight.shape[0])).detach()  # one scale per row: (vocab, hidden)
+        counts = {len(torch.unique(g)) for g in groups}
+        assert counts == {values}, (name, counts)
