@@ -1,0 +1,1 @@
+"""The packed on-disk format (SPEC.md): bit packing, export, validated reading."""

@@ -1,0 +1,107 @@
+"""Export a quantized model to the packed format (SPEC.md): real 1-/2-bit weights on disk."""
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from xtc.errors import XtcError
+from xtc.packed import bits as packing
+from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, TERNARY_PACKINGS,
+                               TOKENIZER_FILES, WEIGHTS_FILE)
+from xtc.quant.apply import quantized_modules
+from xtc.quant.primitives import weight_codes
+
+
+def _rows(t: np.ndarray) -> np.ndarray:
+    return t.reshape(t.shape[0], -1)  # (rows, cols)
+
+
+def _quantized_entries(name: str, weight: torch.Tensor, spec, ternary: str) -> tuple[dict, dict]:
+    """Stored tensors and header entry of one quantized weight."""
+    codes, scale = weight_codes(weight.detach(), spec.weight_bits, spec.granularity, spec.group_size)
+    codes = _rows(codes.numpy())
+    scale = scale.reshape(scale.shape[0], scale.shape[1]).numpy().astype(np.float32)  # (R, G)
+    if spec.weight_bits == 1:
+        encoding, stored = "binary", {f"{name}.bits": packing.pack_signs(codes)}
+    elif ternary == "ternary2":
+        encoding, stored = "ternary2", {f"{name}.codes2": packing.pack_ternary2(codes)}
+    else:
+        encoding, stored = "ternary_base3", {f"{name}.trits": packing.pack_trits(codes)}
+    stored[f"{name}.scale"] = scale
+    entry = {"encoding": encoding, "shape": list(weight.shape), "bits": spec.weight_bits,
+             "granularity": spec.granularity, "group_size": spec.group_size}
+    return stored, entry
+
+
+def _int8_rows(name: str, tensor: torch.Tensor) -> tuple[dict, dict]:
+    values = _rows(tensor.detach().float().numpy())
+    scale = np.abs(values).max(axis=1, keepdims=True) / 127  # (rows, 1)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    codes = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+    return {f"{name}.int8": codes, f"{name}.scale": scale}, {"encoding": "int8_row", "shape": list(tensor.shape)}
+
+
+def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternary2",
+           int8_tensors: tuple[str, ...] = ()) -> Path:
+    """Write ``model`` (quantized with ``quantize_``) packed into ``out_dir``.
+
+    ``model`` is an in-memory model or a stage folder (its tokenizer comes with
+    it; pass ``tokenizer`` for an in-memory model). Kept tensors are stored as
+    float16, except those named in ``int8_tensors`` (int8 with a scale per row).
+    """
+    from xtc.models import load_model, load_tokenizer
+
+    if ternary not in TERNARY_PACKINGS:
+        raise XtcError(f"unknown ternary packing {ternary!r}; valid: {', '.join(TERNARY_PACKINGS)}")
+    if isinstance(model, (str, Path)):
+        source = Path(model)
+        tokenizer = tokenizer or load_tokenizer(source)
+        model, _ = load_model(source)
+    if tokenizer is None:
+        raise XtcError("export of an in-memory model needs its tokenizer")
+    quantized = dict(quantized_modules(model))
+    if not quantized:
+        raise XtcError("the model is not quantized: quantize it (xtc.quantize_ or an xtc run stage) first")
+
+    tensors, entries = {}, {}
+    for name, tensor in model.state_dict().items():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and module in quantized and quantized[module].spec.weight_bits:
+            stored, entry = _quantized_entries(name, tensor, quantized[module].spec, ternary)
+        elif name in int8_tensors:
+            stored, entry = _int8_rows(name, tensor)
+        elif tensor.is_floating_point():
+            stored, entry = {name: tensor.detach().to(torch.float16).numpy()}, {"encoding": "fp16",
+                                                                                 "shape": list(tensor.shape)}
+        else:
+            continue  # integer buffers (position ids) are rebuilt from the config
+        tensors.update(stored)
+        entries[name] = entry
+    missing = set(int8_tensors) - set(entries)
+    if missing:
+        raise XtcError(f"int8_tensors names no tensor of the model: {', '.join(sorted(missing))}")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as scratch:
+        tmp = Path(scratch)  # same filesystem as out: files move into place by rename
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            if f.name not in TOKENIZER_FILES:
+                f.unlink()
+        header = {
+            "architecture": {k: v for k, v in model.config.to_dict().items() if k != "xtc_quantization"},
+            "quantization": model.config.xtc_quantization,
+            "tensors": entries,
+            "tokenizer_sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(tmp.iterdir())},
+        }
+        metadata = {META_FORMAT: FORMAT, META_VERSION: FORMAT_VERSION, META_HEADER: json.dumps(header)}
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp / WEIGHTS_FILE, metadata=metadata)
+        for f in tmp.iterdir():
+            f.replace(out / f.name)
+    return out

@@ -1,0 +1,153 @@
+"""Export of a quantized bert-tiny, read back: exact quantized weights, validation of bad files."""
+
+import copy
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from xtc.data.tasks import get_task
+from xtc.errors import XtcError
+from xtc.models import load_model, load_tokenizer
+from xtc.packed.export import export
+from xtc.packed.layout import WEIGHTS_FILE
+from xtc.packed.read import read_packed
+from xtc.quant.apply import quantize_, quantized_modules
+from xtc.quant.config import QuantConfig, QuantRule
+from xtc.quant.modules import QuantLinear
+
+
+@pytest.fixture(scope="module")
+def fp_model():
+    model, _ = load_model("bert-tiny", get_task("RTE"))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("bert-tiny")
+
+
+def quantized(fp_model, config):
+    return quantize_(copy.deepcopy(fp_model), config)
+
+
+@pytest.mark.parametrize("preset,ternary", [("w1a8", "ternary2"), ("w2a8", "ternary2"), ("w2a8", "ternary_base3")])
+def test_round_trip_is_exact_for_quantized_weights(fp_model, tokenizer, tmp_path, preset, ternary):
+    model = quantized(fp_model, preset)
+    packed = read_packed(export(model, tmp_path, tokenizer, ternary=ternary))
+    for name, module in quantized_modules(model):
+        expected = (module.quantized_weight() if isinstance(module, QuantLinear)
+                    else module(torch.arange(module.weight.shape[0]))).detach().numpy()
+        assert np.array_equal(packed.dequantized(f"{name}.weight"), expected), name
+    for name, tensor in model.state_dict().items():
+        if packed.header["tensors"][name]["encoding"] == "fp16":
+            assert np.allclose(packed.dequantized(name), tensor.numpy(), rtol=1e-3, atol=1e-4), name
+    assert packed.header["quantization"] == model.config.xtc_quantization
+    assert packed.header["architecture"]["num_hidden_layers"] == 2
+
+
+def test_groups_that_do_not_divide_rows(fp_model, tokenizer, tmp_path):
+    config = QuantConfig(rules=[QuantRule(pattern=r".*\.(query|intermediate\.dense)", weight_bits=2,
+                                          granularity="group", group_size=48)])
+    model = quantized(fp_model, config)  # 128 and 512 inputs: the last group of each row is shorter
+    packed = read_packed(export(model, tmp_path, tokenizer, ternary="ternary_base3"))
+    for name, module in quantized_modules(model):
+        assert np.array_equal(packed.dequantized(f"{name}.weight"), module.quantized_weight().detach().numpy())
+
+
+def test_packed_file_is_small(fp_model, tokenizer, tmp_path):
+    export(quantized(fp_model, "w1a8"), tmp_path, tokenizer)
+    fp32_bytes = sum(t.numel() * 4 for t in fp_model.state_dict().values())
+    # bert-tiny is mostly its 30522 x 128 word embeddings, packed at 1 bit + a scale per row
+    assert (tmp_path / WEIGHTS_FILE).stat().st_size < fp32_bytes / 8
+
+
+def test_int8_kept_tensors(fp_model, tokenizer, tmp_path):
+    name = "bert.embeddings.position_embeddings.weight"
+    packed = read_packed(export(quantized(fp_model, "w1a8"), tmp_path, tokenizer, int8_tensors=(name,)))
+    original = fp_model.state_dict()[name].numpy()
+    step = np.abs(original).max(axis=1, keepdims=True) / 127
+    assert packed.header["tensors"][name]["encoding"] == "int8_row"
+    assert (np.abs(packed.dequantized(name) - original) <= step / 2 + 1e-7).all()
+
+
+def test_export_refuses_a_full_precision_model(fp_model, tokenizer, tmp_path):
+    with pytest.raises(XtcError, match="not quantized"):
+        export(fp_model, tmp_path, tokenizer)
+
+
+# ---- bad files: one clear error, never a crash -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def packed_dir(fp_model, tokenizer, tmp_path_factory):
+    return export(quantized(fp_model, "w2a8"), tmp_path_factory.mktemp("packed"), tokenizer)
+
+
+def copy_of(packed_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(packed_dir, target)
+    return target
+
+
+def test_truncated_and_corrupted_files(packed_dir, tmp_path):
+    folder = copy_of(packed_dir, tmp_path)
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    rng = random.Random(0)
+    for _ in range(40):
+        cut = rng.randrange(len(data))
+        (folder / WEIGHTS_FILE).write_bytes(data[:cut])
+        with pytest.raises(XtcError):
+            read_packed(folder)
+    for _ in range(60):  # flips in the header and in the data: an XtcError or a valid model
+        corrupted = bytearray(data)
+        for _ in range(rng.randrange(1, 8)):
+            position = rng.randrange(min(len(data), 4096)) if rng.random() < 0.5 else rng.randrange(len(data))
+            corrupted[position] = rng.randrange(256)
+        (folder / WEIGHTS_FILE).write_bytes(bytes(corrupted))
+        try:
+            read_packed(folder)
+        except XtcError:
+            pass
+
+
+def test_foreign_file_unknown_version_and_bad_codes(packed_dir, tmp_path):
+    folder = copy_of(packed_dir, tmp_path)
+    save_file({"w": np.zeros((2, 2), np.float32)}, folder / WEIGHTS_FILE)
+    with pytest.raises(XtcError, match="not an xtc packed model"):
+        read_packed(folder)
+    packed = read_packed(packed_dir)
+    stored = dict(packed.stored)
+    metadata = {"xtc_format": "xtc-packed", "xtc_format_version": "2", "xtc_header": json.dumps(packed.header)}
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
+    with pytest.raises(XtcError, match="format version '2' is not supported"):
+        read_packed(folder)
+    name = next(k for k in stored if k.endswith(".codes2"))
+    stored[name] = np.full_like(stored[name], 0xFF)
+    metadata["xtc_format_version"] = "1"
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
+    with pytest.raises(XtcError, match="invalid ternary code 0b11"):
+        read_packed(folder)
+    del stored[name]
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
+    with pytest.raises(XtcError, match=f"tensor {name} is missing"):
+        read_packed(folder)
+
+
+def test_tokenizer_that_does_not_match(packed_dir, tmp_path):
+    folder = copy_of(packed_dir, tmp_path)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok["model"]["vocab"]["hello"] = 1
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(XtcError, match="tokenizer file tokenizer.json does not match"):
+        read_packed(folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(XtcError, match="tokenizer file tokenizer.json is missing"):
+        read_packed(folder)
+    with pytest.raises(XtcError, match="not a packed model folder"):
+        read_packed(tmp_path)
