@@ -1,5 +1,6 @@
 """Model loading: short names, local folders of every supported family, and bad folders."""
 
+import copy
 import json
 
 import pytest
@@ -21,6 +22,11 @@ CONFIGS = {
 }
 
 
+def tiny_config(model_type: str):
+    """A fresh copy: quantize_ and reduce_layers record settings on a model's config object."""
+    return copy.deepcopy(CONFIGS[model_type])
+
+
 def test_table_covers_the_tested_families():
     assert set(CONFIGS) == set(ARCHITECTURES)
 
@@ -29,7 +35,7 @@ def test_table_covers_the_tested_families():
 def encoder_dir(request, tmp_path):
     """A pre-trained-style encoder folder (no task head) of one family, random weights."""
     torch.manual_seed(0)
-    AutoModel.from_config(CONFIGS[request.param]).save_pretrained(tmp_path)
+    AutoModel.from_config(tiny_config(request.param)).save_pretrained(tmp_path)
     return request.param, tmp_path
 
 

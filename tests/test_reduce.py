@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.test_models import CONFIGS
+from tests.test_models import CONFIGS, tiny_config
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.models import architecture, load_model
@@ -21,7 +21,7 @@ def test_student_layers_are_copies_of_the_chosen_teacher_layers(model_type):
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
-    teacher = AutoModelForSequenceClassification.from_config(CONFIGS[model_type]).eval()
+    teacher = AutoModelForSequenceClassification.from_config(tiny_config(model_type)).eval()
     student = reduce_layers(teacher, [0, 2])
     arch = architecture(model_type)
     assert getattr(student.config, arch.num_layers_key) == 2 and student.config.xtc_teacher_layers == [0, 2]

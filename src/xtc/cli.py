@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from xtc import __version__
 from xtc.errors import XtcError, format_validation_error
-from xtc.recipe import EvalConfig, FinetuneConfig, RunConfig
+from xtc.recipe import EvalConfig, ExportConfig, FinetuneConfig, RunConfig, SizeConfig
 
 # Model hubs are never reached at run time unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,3 +134,41 @@ def run(**values):
     rows = run_recipe(config)
     click.echo(format_table(rows, get_task(config.task)))
     click.echo(f"stage folders: {config.out}/<stage>   (xtc eval {config.out}/<stage> --task {config.task})")
+
+
+@main.command()
+@config_options(ExportConfig, positional=("model",))
+def export(**values):
+    """Write a quantized model as a packed file: 1-bit / 2-bit weights, nothing pickled."""
+    from xtc.packed.export import export as write
+    from xtc.size import size_report
+
+    config = build_config(ExportConfig, values)
+    out = write(config.model, config.out, ternary=config.ternary_packing, int8_tensors=config.int8)
+    report = size_report(out)
+    click.echo(f"wrote {out}: {report['total'] / 1e6:.2f} MB ({report['fp32'] / report['total']:.1f}x smaller than FP32)")
+
+
+@main.command()
+@config_options(SizeConfig, positional=("model",))
+@click.option("--json", "as_json", is_flag=True, help="print the sizes as JSON")
+def size(as_json: bool, **values):
+    """Size of a model by tensor group, and its ratio to the FP32 checkpoint."""
+    from xtc.size import size_report
+
+    config = build_config(SizeConfig, values)
+    report = size_report(resolve_folder(config.model))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for group, n in report["groups"].items():
+        click.echo(f"{group:<18} {n / 1e6:9.3f} MB")
+    click.echo(f"{'total':<18} {report['total'] / 1e6:9.3f} MB   FP32 {report['fp32'] / 1e6:.3f} MB   "
+               f"ratio {report['fp32'] / report['total']:.1f}x")
+
+
+def resolve_folder(model: str) -> Path:
+    folder = Path(model)
+    if not folder.is_dir():
+        raise XtcError(f"model folder {model!r} does not exist")
+    return folder

@@ -219,6 +219,24 @@ def _name_stages(message: str, data: dict) -> str:
     return message
 
 
+class ExportConfig(_Config):
+    """Write a quantized model folder in the packed format (packed/SPEC.md)."""
+
+    model: str = Field(description="a quantized model folder (a quantize stage of xtc run)")
+    out: Path = Field(description="packed model folder to write")
+    ternary_packing: Literal["ternary2", "ternary_base3"] = Field(
+        "ternary2", description="2-bit weights as 2-bit codes, or 5 per byte in base 3 (1.6 bits; storage only)"
+    )
+    int8: tuple[str, ...] = Field((), description="a kept tensor to store in int8 (per-row scales), by name (repeatable)",
+                                  json_schema_extra={"repeatable": True})
+
+
+class SizeConfig(_Config):
+    """Print a model's size by tensor group and its ratio to FP32."""
+
+    model: str = Field(description="a packed folder, or a model folder (sizes as xtc export would write them)")
+
+
 class RunConfig(DataArgs, RunArgs):
     """Run a recipe's stages: teacher -> layer-reduced student -> quantized student."""
 

@@ -5,6 +5,7 @@ start and ``metrics.json`` once it has finished.
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return False
+
+
+def publish(scratch: Path, out: Path) -> None:
+    """Move every file of ``scratch`` into ``out`` by rename (atomic per file), readable by all
+    as the umask allows (safetensors writes its files owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in scratch.iterdir():
+        f.chmod(0o666 & ~umask)
+        f.replace(out / f.name)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -1,10 +1,9 @@
-"""Model size as xtc stores it, computed from a model folder's tensor shapes (no weights loaded).
+"""Model sizes by tensor group, in the packed format's accounting (packed/SPEC.md).
 
-Full-precision models count as stored (FP32). In a quantized model, each
-quantized weight counts at its bit width (1-bit signs; 2-bit codes for ternary)
-plus one FP32 scale per group, and every other tensor (embeddings kept,
-LayerNorm, biases, pooler, classifier) at 16 bits: the layout the packed format
-(issue 4) stores.
+For a packed folder the sizes are those of its header. For a model folder
+(a stage of ``xtc run``) they are what ``xtc export`` would write: a
+quantized model's quantized weights in 1-bit or 2-bit codes plus FP32 scales and
+every other tensor in float16; a full-precision model as stored (FP32).
 """
 
 import json
@@ -14,35 +13,60 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-SCALE_BYTES = 4
-KEPT_BYTES_QUANTIZED = 2
+from xtc.models import architecture
+from xtc.packed.layout import WEIGHTS_FILE, stored_bytes
+
+GROUPS = ("word embeddings", "other embeddings", "encoder weights", "head", "norms and biases")
 
 
-def _groups(shape: list[int], rule: dict) -> int:
-    rows, cols = shape[0], math.prod(shape[1:])
-    granularity = rule.get("granularity", "tensor")
-    if granularity == "tensor":
-        return 1
-    if granularity == "row":
-        return rows
-    return rows * math.ceil(cols / rule["group_size"])
-
-
-def packed_size_bytes(model_dir: Path) -> int:
+def planned_entries(model_dir: Path) -> tuple[dict, dict]:
+    """(architecture config, {tensor: header entry}) of a model folder, without loading weights."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     rules = (config.get("xtc_quantization") or {}).get("rules", [])
     patterns = [(re.compile(r["pattern"]), r) for r in rules]
-    total = 0
+    entries = {}
     with safe_open(Path(model_dir) / "model.safetensors", "pt") as f:
         for name in f.keys():
-            tensor = f.get_slice(name)
-            shape, numel = tensor.get_shape(), math.prod(tensor.get_shape())
+            shape = f.get_slice(name).get_shape()
+            if f.get_slice(name).get_dtype() not in ("F32", "F16", "BF16"):
+                continue  # integer buffers are not stored
             module = name.removesuffix(".weight")
             rule = next((r for p, r in patterns if name.endswith(".weight") and p.fullmatch(module)), None)
             if rule is not None and rule.get("weight_bits"):
-                total += math.ceil(numel * rule["weight_bits"] / 8) + SCALE_BYTES * _groups(shape, rule)
-            elif rules:
-                total += numel * KEPT_BYTES_QUANTIZED
+                entries[name] = {"encoding": "binary" if rule["weight_bits"] == 1 else "ternary2", "shape": shape,
+                                 "granularity": rule["granularity"], "group_size": rule.get("group_size")}
             else:
-                total += numel * {"F32": 4, "F16": 2, "BF16": 2}.get(tensor.get_dtype(), 4)
-    return total
+                entries[name] = {"encoding": "fp16" if rules else "fp32", "shape": shape}
+    return config, entries
+
+
+def size_report(model_dir: Path) -> dict:
+    """Bytes per tensor group, the total, and the FP32 size of the same tensors."""
+    folder = Path(model_dir)
+    if (folder / WEIGHTS_FILE).is_file():
+        from xtc.packed.read import read_packed
+
+        header = read_packed(folder).header
+        config, entries = header["architecture"], header["tensors"]
+    else:
+        config, entries = planned_entries(folder)
+    arch = architecture(config["model_type"])
+    groups = dict.fromkeys(GROUPS, 0)
+    for name, entry in entries.items():
+        if name.startswith(arch.word_embeddings):
+            group = "word embeddings"
+        elif name.startswith(arch.embeddings) and len(entry["shape"]) == 2:
+            group = "other embeddings"
+        elif name.startswith(arch.layers) and len(entry["shape"]) == 2:
+            group = "encoder weights"
+        elif name.startswith(arch.head):
+            group = "head"
+        else:
+            group = "norms and biases"
+        groups[group] += stored_bytes(entry)
+    fp32 = sum(4 * math.prod(e["shape"]) for e in entries.values())
+    return {"groups": groups, "total": sum(groups.values()), "fp32": fp32}
+
+
+def packed_size_bytes(model_dir: Path) -> int:
+    return size_report(model_dir)["total"]

@@ -36,7 +36,7 @@ from xtc.errors import XtcError
 from xtc.evaluation import dev_sets, score
 from xtc.models import load_model, load_tokenizer, quiet_transformers
 from xtc.recipe import FinetuneConfig, TrainArgs
-from xtc.rundir import LOG_FILE, METRICS_FILE, JsonlLog, prepare_run_dir, write_json
+from xtc.rundir import LOG_FILE, METRICS_FILE, JsonlLog, prepare_run_dir, publish, write_json
 
 CHECKPOINT_DIR = "checkpoint"
 LossFn = Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
@@ -69,8 +69,7 @@ def save_model_folder(model, tokenizer, out: Path, accelerator: Accelerator) -> 
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp, quiet_transformers():
         accelerator.unwrap_model(model).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        for f in Path(tmp).iterdir():
-            f.replace(out / f.name)
+        publish(Path(tmp), out)
 
 
 def make_accelerator(out: Path, tensorboard: bool) -> Accelerator:

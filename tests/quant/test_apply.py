@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from tests.test_models import CONFIGS
+from tests.test_models import CONFIGS, tiny_config
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.models import architecture, load_model
@@ -73,7 +73,7 @@ def test_saved_model_records_the_config_and_rebuilds(bert_tiny, tmp_path):
 @pytest.mark.parametrize("model_type", list(CONFIGS))
 def test_presets_quantize_six_linears_per_layer_on_every_architecture(model_type):
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(CONFIGS[model_type])
+    model = AutoModelForSequenceClassification.from_config(tiny_config(model_type))
     arch = architecture(model_type)
     num_layers = getattr(model.config, arch.num_layers_key)
     quantize_(model, "w2a8")

@@ -15,6 +15,7 @@ from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER,
                                TOKENIZER_FILES, WEIGHTS_FILE)
 from xtc.quant.apply import quantized_modules
 from xtc.quant.primitives import weight_codes
+from xtc.rundir import publish
 
 
 def _rows(t: np.ndarray) -> np.ndarray:
@@ -102,6 +103,5 @@ def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternar
         }
         metadata = {META_FORMAT: FORMAT, META_VERSION: FORMAT_VERSION, META_HEADER: json.dumps(header)}
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp / WEIGHTS_FILE, metadata=metadata)
-        for f in tmp.iterdir():
-            f.replace(out / f.name)
+        publish(tmp, out)
     return out

@@ -16,9 +16,8 @@ from safetensors import SafetensorError, safe_open
 from xtc.errors import XtcError
 from xtc.packed import bits as packing
 from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, QUANTIZED_ENCODINGS,
-                               STORED, WEIGHTS_FILE)
+                               STORED, WEIGHTS_FILE, scale_shape, stored_shape)
 
-_PER_BYTE = {"binary": 8, "ternary2": 4, "ternary_base3": 5}
 _DTYPES = {"bits": np.uint8, "codes2": np.uint8, "trits": np.uint8, "int8": np.int8, "scale": np.float32}
 
 
@@ -47,23 +46,6 @@ class PackedModel:
             scale = np.repeat(scale, entry["group_size"], axis=1)[:, :cols]
         values = codes * scale
         return values.reshape(shape).astype(np.float32)
-
-
-def _expected_shape(name: str, suffix: str, entry: dict) -> tuple[int, ...]:
-    shape = entry["shape"]
-    rows, cols = shape[0], math.prod(shape[1:])
-    encoding = entry["encoding"]
-    if suffix == "":
-        return tuple(shape)
-    if suffix == ".int8":
-        return (rows, cols)
-    if suffix == ".scale":
-        if encoding == "int8_row" or entry.get("granularity") == "row":
-            return (rows, 1)
-        if entry.get("granularity") == "tensor":
-            return (1, 1)
-        return (rows, math.ceil(cols / entry["group_size"]))
-    return (rows, math.ceil(cols / _PER_BYTE[encoding]))
 
 
 def read_packed(folder: str | Path) -> PackedModel:
@@ -97,7 +79,8 @@ def read_packed(folder: str | Path) -> PackedModel:
                 if key not in stored:
                     raise XtcError(f"{path}: tensor {key} is missing")
                 want_dtype = _DTYPES.get(suffix.lstrip("."), np.float16 if encoding == "fp16" else np.float32)
-                want_shape = _expected_shape(name, suffix, entry)
+                want_shape = (tuple(entry["shape"]) if suffix == "" else
+                              scale_shape(entry) if suffix == ".scale" else stored_shape(entry))
                 if stored[key].dtype != want_dtype or stored[key].shape != want_shape:
                     raise XtcError(f"{path}: tensor {key} is {stored[key].dtype}{list(stored[key].shape)}, "
                                    f"expected {np.dtype(want_dtype)}{list(want_shape)}")
