@@ -5,11 +5,13 @@ run folder is reused by `xtc finetune`, a recorded task is not run again):
 
     nohup python benchmarks/teachers/run_teachers.py > runs/teachers.log 2>&1 &
 
-Each task's command, dev metrics and wall time go to results.json, the table to
+Each task's command, dev metrics and training time (the training loop's wall time,
+summed over resumes; loading and tokenizing take seconds more) go to results.json, the table to
 RESULTS.md, and both are committed as each task finishes (``--no-commit`` to skip).
 """
 
 import argparse
+import importlib.util
 import json
 import shlex
 import subprocess
@@ -28,7 +30,7 @@ def command(task: str) -> list[str]:
 
 
 def table(results: dict) -> str:
-    rows = ["| task | dev metrics | best step / total | wall time | command |", "|---|---|---|---|---|"]
+    rows = ["| task | dev metrics | best step / total | training time | command |", "|---|---|---|---|---|"]
     for task in TASKS:
         if task not in results:
             continue
@@ -38,6 +40,13 @@ def table(results: dict) -> str:
         rows.append(f"| {task} | {shown} | {r['best_step']} / {r['total_steps']} | "
                     f"{r['wall_time_s'] / 60:.1f} min | `{r['command']}` |")
     return "\n".join(rows) + "\n"
+
+
+def xtc_commit() -> str:
+    """The commit of the xtc code that runs (PYTHONPATH may point at a frozen worktree)."""
+    package = Path(importlib.util.find_spec("xtc").origin).parent
+    return subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
@@ -53,10 +62,10 @@ def main() -> None:
         print("$", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         metrics = json.loads((Path(cmd[-1]) / "metrics.json").read_text())
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = xtc_commit()
         results[task] = {"command": shlex.join(cmd), "xtc_commit": commit, "dev": metrics["dev"],
                          "best_step": metrics["best_step"], "total_steps": metrics["total_steps"],
-                         "train_examples": metrics["train_examples"], "wall_time_s": metrics["total_time_s"]}
+                         "train_examples": metrics["train_examples"], "wall_time_s": metrics["wall_time_s"]}
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         TABLE.write_text("# MiniLM-L6 teachers: GLUE dev, default budget, this machine (2 CPU cores)\n\n"
                          + table(results))
