@@ -1,0 +1,18 @@
+"""Builds the C extension of xtc's low-bit kernels (everything else is in pyproject.toml).
+
+The AVX2 paths are compiled with per-function target attributes and chosen at run
+time after a CPU check, so one build runs on any x86-64 CPU (and the portable
+reference builds everywhere else).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "xtc.kernels._lowbit",
+            sources=["src/xtc/kernels/lowbit.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)
