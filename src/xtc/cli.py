@@ -144,7 +144,7 @@ def export(**values):
     from xtc.size import size_report
 
     config = build_config(ExportConfig, values)
-    out = write(config.model, config.out, ternary=config.ternary_packing, int8_tensors=config.int8)
+    out = write(config.model, config.out, ternary=config.ternary_packing, int8_tensors=config.int8, kept=config.kept)
     report = size_report(out)
     click.echo(f"wrote {out}: {report['total'] / 1e6:.2f} MB ({report['fp32'] / report['total']:.1f}x smaller than FP32)")
 

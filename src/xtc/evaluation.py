@@ -1,5 +1,7 @@
 """Scoring a model on GLUE dev sets: the loop used during training and by `xtc eval`."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -11,6 +13,7 @@ from xtc.data.metrics import compute_metrics
 from xtc.data.tasks import GlueTask, get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
+from xtc.packed.layout import WEIGHTS_FILE
 from xtc.recipe import EvalConfig
 
 
@@ -52,9 +55,17 @@ def evaluate(config: EvalConfig) -> dict[str, dict[str, float]]:
     """Metrics of a model folder on a GLUE split: ``{split: {metric: value}}``."""
     task = get_task(config.task)
     tokenizer = load_tokenizer(config.model)
-    model, new_head = load_model(config.model, task)
-    if new_head:
-        raise XtcError(f"{config.model!r} has no classification head: fine-tune it first (xtc finetune)")
+    if (Path(config.model) / WEIGHTS_FILE).is_file():
+        from xtc.runtime import load
+
+        model = load(config.model)  # packed: low-bit kernels
+        if model.config.num_labels != task.num_labels:
+            raise XtcError(f"{config.model!r} has a {model.config.num_labels}-way head, "
+                           f"but {task.name} needs {task.num_labels}")
+    else:
+        model, new_head = load_model(config.model, task)
+        if new_head:
+            raise XtcError(f"{config.model!r} has no classification head: fine-tune it first (xtc finetune)")
     accelerator = Accelerator()
     model = accelerator.prepare(model)
     features = dev_sets(task, tokenizer, config.split, config.glue_dir, config.max_seq_length, config.max_eval_samples)

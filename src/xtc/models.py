@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtc.errors import XtcError
+from xtc.packed.layout import WEIGHTS_FILE as PACKED_WEIGHTS_FILE
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def resolve_model(name: str | os.PathLike) -> str:
         return name  # a hub name such as "bert-base-uncased" or "org/model"
     if not path.is_dir():
         raise XtcError(f"model folder {name!r} does not exist")
+    if (path / PACKED_WEIGHTS_FILE).is_file():
+        return str(path)  # a packed model (xtc.runtime): its reader validates it
     config_file = path / "config.json"
     if not config_file.is_file():
         raise XtcError(f"{name!r} is not a model folder: it has no config.json")

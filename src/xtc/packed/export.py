@@ -48,15 +48,18 @@ def _int8_rows(name: str, tensor: torch.Tensor) -> tuple[dict, dict]:
 
 
 def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternary2",
-           int8_tensors: tuple[str, ...] = ()) -> Path:
+           int8_tensors: tuple[str, ...] = (), kept: str = "fp16") -> Path:
     """Write ``model`` (quantized with ``quantize_``) packed into ``out_dir``.
 
     ``model`` is an in-memory model or a stage folder (its tokenizer comes with
     it; pass ``tokenizer`` for an in-memory model). Kept tensors are stored as
-    float16, except those named in ``int8_tensors`` (int8 with a scale per row).
+    ``kept`` (float16 or float32), except those named in ``int8_tensors`` (int8
+    with a scale per row).
     """
     from xtc.models import load_model, load_tokenizer
 
+    if kept not in ("fp16", "fp32"):
+        raise XtcError(f"unknown kept-tensor dtype {kept!r}; valid: fp16, fp32")
     if ternary not in TERNARY_PACKINGS:
         raise XtcError(f"unknown ternary packing {ternary!r}; valid: {', '.join(TERNARY_PACKINGS)}")
     if isinstance(model, (str, Path)):
@@ -77,8 +80,8 @@ def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternar
         elif name in int8_tensors:
             stored, entry = _int8_rows(name, tensor)
         elif tensor.is_floating_point():
-            stored, entry = {name: tensor.detach().to(torch.float16).numpy()}, {"encoding": "fp16",
-                                                                                 "shape": list(tensor.shape)}
+            dtype = torch.float16 if kept == "fp16" else torch.float32
+            stored, entry = {name: tensor.detach().to(dtype).numpy()}, {"encoding": kept, "shape": list(tensor.shape)}
         else:
             continue  # integer buffers (position ids) are rebuilt from the config
         tensors.update(stored)

@@ -1,0 +1,150 @@
+"""Inference over packed weights (packed/SPEC.md) with the low-bit C kernels.
+
+``load(PACKED_DIR)`` builds the Hugging Face model on the ``meta`` device (no
+weights allocated), swaps every quantized Linear / Embedding for a packed module
+that keeps its bits packed, and fills the kept tensors (embeddings kept,
+LayerNorms, biases, pooler, classifier) from the file. Attention, softmax,
+LayerNorm and GELU run in torch, in FP32, as in training.
+
+A packed Linear computes ``y = acc * s_token * alpha + bias`` where ``acc`` is
+the exact int32 product of the 8-bit per-token activation codes with the 1-bit
+(or ternary) weight codes: the fake-quant model's arithmetic, up to float
+rounding of the sums.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from xtc import kernels
+from xtc.errors import XtcError
+from xtc.packed import bits as packing
+from xtc.packed.read import PackedModel, read_packed
+
+
+def _weight_codes(packed: PackedModel, name: str) -> np.ndarray:
+    """{-1, 0, +1} int8 codes (rows, cols) of a ternary tensor (for repacking into bit planes)."""
+    entry = packed.header["tensors"][name]
+    cols = int(np.prod(entry["shape"][1:]))
+    if entry["encoding"] == "ternary2":
+        return packing.unpack_ternary2(packed.stored[f"{name}.codes2"], cols)
+    return packing.unpack_trits(packed.stored[f"{name}.trits"], cols)
+
+
+class PackedLinear(nn.Module):
+    """A W1A8 / W2A8 Linear over packed weights. x: (..., in_features) -> (..., out_features)."""
+
+    def __init__(self, packed: PackedModel, name: str, act_bits: int | None):
+        super().__init__()
+        entry = packed.header["tensors"][f"{name}.weight"]
+        self.out_features, self.in_features = entry["shape"]
+        if entry["granularity"] == "group":
+            raise XtcError(f"{name}: the runtime runs one scale per matrix or per row, not per group (yet)")
+        if act_bits != 8:
+            raise XtcError(f"{name}: the runtime needs 8-bit activations, the model has {act_bits}")
+        self.bits = entry["bits"]
+        if self.bits == 1:
+            self.planes = (packed.stored[f"{name}.weight.bits"],)
+        else:
+            self.planes = kernels.ternary_planes(_weight_codes(packed, f"{name}.weight"))
+        self.alpha = packed.stored[f"{name}.weight.scale"].reshape(1, -1)  # (1, 1) or (1, out_features)
+        bias = f"{name}.bias"
+        self.bias = packed.dequantized(bias) if bias in packed.header["tensors"] else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().reshape(-1, self.in_features).float().numpy()
+        q, scale = kernels.quantize_rows(rows)  # (M, K) int8, (M,) float32
+        if self.bits == 1:
+            acc = kernels.binary_matmul(q, self.planes[0])
+        else:
+            acc = kernels.ternary_matmul(q, *self.planes)
+        y = acc.astype(np.float32) * (scale[:, None] * self.alpha)
+        if self.bias is not None:
+            y += self.bias
+        return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight_bits={self.bits}, act_bits=8"
+
+
+class PackedEmbedding(nn.Module):
+    """Word embeddings with 1-/2-bit rows: only the looked-up rows are unpacked."""
+
+    def __init__(self, packed: PackedModel, name: str, padding_idx: int | None):
+        super().__init__()
+        entry = packed.header["tensors"][f"{name}.weight"]
+        self.num_embeddings, self.embedding_dim = entry["shape"]
+        if entry["granularity"] == "group":
+            raise XtcError(f"{name}: the runtime runs one scale per table or per row, not per group (yet)")
+        self.encoding = entry["encoding"]
+        self.stored = packed.stored[f"{name}.weight" + {"binary": ".bits", "ternary2": ".codes2",
+                                                          "ternary_base3": ".trits"}[self.encoding]]
+        self.scale = packed.stored[f"{name}.weight.scale"]  # (1, 1) or (rows, 1)
+        self.padding_idx = padding_idx
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1).numpy()
+        rows = self.stored[flat]
+        unpack = {"binary": packing.unpack_signs, "ternary2": packing.unpack_ternary2,
+                  "ternary_base3": packing.unpack_trits}[self.encoding]
+        scale = self.scale if self.scale.shape[0] == 1 else self.scale[flat]
+        values = unpack(rows, self.embedding_dim).astype(np.float32) * scale
+        return torch.from_numpy(values).reshape(*ids.shape, self.embedding_dim)
+
+
+def load(folder: str | Path):
+    """A packed model folder -> an inference-only Hugging Face model whose quantized layers stay packed."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from xtc.models import architecture, quiet_transformers
+
+    packed = read_packed(folder)
+    config_dict = dict(packed.header["architecture"])
+    architecture(config_dict.get("model_type", "?"))
+    config = AutoConfig.for_model(**config_dict)
+    with torch.device("meta"), quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(config)
+    rules = packed.header["quantization"]["rules"]
+    quantized = {name.removesuffix(".weight") for name, e in packed.header["tensors"].items()
+                 if e["encoding"] in ("binary", "ternary2", "ternary_base3")}
+    for name in sorted(quantized):
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Linear):
+            act_bits = next((r["act_bits"] for r in rules if _matches(r["pattern"], name)), None)
+            model.set_submodule(name, PackedLinear(packed, name, act_bits))
+        elif isinstance(module, nn.Embedding):
+            model.set_submodule(name, PackedEmbedding(packed, name, module.padding_idx))
+        else:
+            raise XtcError(f"{folder}: quantized tensor {name} is neither a Linear nor an Embedding")
+    kept = {name: torch.from_numpy(packed.dequantized(name)) for name, e in packed.header["tensors"].items()
+            if name.removesuffix(".weight") not in quantized and not _is_packed_bias(name, quantized)}
+    missing, unexpected = model.load_state_dict(kept, strict=False, assign=True)
+    if unexpected:
+        raise XtcError(f"{folder}: tensors {unexpected[:3]} do not belong to a {config.model_type} model")
+    _rebuild_buffers(model, config)
+    still_meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if still_meta:
+        raise XtcError(f"{folder}: the file lacks tensors {still_meta[:3]}")
+    return model.eval()
+
+
+def _matches(pattern: str, name: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, name) is not None
+
+
+def _is_packed_bias(name: str, quantized: set[str]) -> bool:
+    return name.endswith(".bias") and name.removesuffix(".bias") in quantized
+
+
+def _rebuild_buffers(model: nn.Module, config) -> None:
+    """Integer buffers (position ids, token type ids) are not stored: make them as the model does."""
+    for module in model.modules():
+        for buffer_name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta and buffer_name == "position_ids":
+                module.register_buffer(buffer_name, torch.arange(buffer.shape[-1]).expand(1, -1), persistent=False)
+            elif buffer.is_meta and buffer_name == "token_type_ids":
+                module.register_buffer(buffer_name, torch.zeros(buffer.shape, dtype=torch.long), persistent=False)
