@@ -79,3 +79,24 @@ def test_packed_folder_for_another_task(trained_like, tmp_path, glue_dir):
     export(quantize_(copy.deepcopy(trained_like), "w1a8"), tmp_path, load_tokenizer("bert-tiny"))
     result = CliRunner().invoke(main, ["eval", str(tmp_path), "--task", "MNLI", "--glue-dir", str(glue_dir)])
     assert result.exit_code == 2 and "has a 2-way head, but MNLI needs 3" in result.stderr
+
+
+def test_predict_command(trained_like, tmp_path):
+    export(quantize_(copy.deepcopy(trained_like), "w1a8"), tmp_path / "packed", load_tokenizer("bert-tiny"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--text", "A man plays.", "--text-pair",
+                                  "Someone plays.", "--text", "Cats.", "--text-pair", "Dogs."])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("not_equivalent", "equivalent") for line in lines)
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
+    (tmp_path / "in.tsv").write_text("A man plays.\tSomeone plays.\nCats.\tDogs.\n")
+    from_file = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--input", str(tmp_path / "in.tsv"), "--json"])
+    assert [json.loads(line)["score"] for line in from_file.stdout.splitlines()] == pytest.approx(
+        [float(line.split("\t")[1]) for line in lines], abs=1e-4)
+    both = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--text", "a", "--input", str(tmp_path / "in.tsv")])
+    assert both.exit_code == 2 and both.stderr.strip() == (
+        "xtc: error: give the examples either with --text (and --text-pair) or with --input, not both")
+    (tmp_path / "bad.tsv").write_text("one\ttwo\tthree\n")
+    bad = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--input", str(tmp_path / "bad.tsv")])
+    assert bad.exit_code == 2 and "expected every line to hold 1 or 2 tab-separated texts, found [3]" in bad.stderr

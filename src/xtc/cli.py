@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from xtc import __version__
 from xtc.errors import XtcError, format_validation_error
-from xtc.recipe import EvalConfig, ExportConfig, FinetuneConfig, RunConfig, SizeConfig
+from xtc.recipe import EvalConfig, ExportConfig, FinetuneConfig, PredictConfig, RunConfig, SizeConfig
 
 # Model hubs are never reached at run time unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -165,6 +165,23 @@ def size(as_json: bool, **values):
         click.echo(f"{group:<18} {n / 1e6:9.3f} MB")
     click.echo(f"{'total':<18} {report['total'] / 1e6:9.3f} MB   FP32 {report['fp32'] / 1e6:.3f} MB   "
                f"ratio {report['fp32'] / report['total']:.1f}x")
+
+
+@main.command(name="predict")
+@config_options(PredictConfig, positional=("model",))
+@click.option("--json", "as_json", is_flag=True, help="print JSON lines instead of TSV")
+def predict_(as_json: bool, **values):
+    """Labels and scores for raw text: --text (and --text-pair), or --input FILE.tsv."""
+    from xtc.predict import predict, read_inputs
+
+    config = build_config(PredictConfig, values)
+    examples = (read_inputs(config.input) if config.input is not None
+                else list(zip(config.text, config.text_pair)) if config.text_pair else [(t,) for t in config.text])
+    for example, result in zip(examples, predict(config.model, examples, config.batch_size, config.max_seq_length)):
+        if as_json:
+            click.echo(json.dumps({"text": example, **result}))
+        else:
+            click.echo(f"{result['label'] if result['label'] is not None else ''}\t{result['score']:.4f}")
 
 
 def resolve_folder(model: str) -> Path:

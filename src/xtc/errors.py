@@ -14,10 +14,12 @@ def format_validation_error(error, flags: bool = True) -> str:
     """A pydantic ValidationError as one line: the field (a CLI flag or a dotted path), the value, and why."""
     lines = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "config"
+        field = ".".join(str(p) for p in item["loc"])
         name = f"--{field.replace('_', '-')}" if flags else field
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        if not item["loc"]:  # a check across fields: its message says it all
+            lines.append(message)
+        elif item["type"] == "extra_forbidden":
             lines.append(f"unknown setting {name!r}")
         elif item["type"] == "missing":
             lines.append(f"missing required setting {name}")

@@ -51,21 +51,27 @@ def score(model, tokenizer, task: GlueTask, features: dict[str, list[dict]], bat
     return results
 
 
+def load_trained(name: str, task: GlueTask | None = None):
+    """A model with a trained head, ready for inference: a packed folder runs on the low-bit
+    kernels (xtc.runtime), any other folder as its (fake-quant) torch model."""
+    if (Path(name) / WEIGHTS_FILE).is_file():
+        from xtc.runtime import load
+
+        model = load(name)
+    else:
+        model, new_head = load_model(name, task)
+        if new_head:
+            raise XtcError(f"{name!r} has no classification head: fine-tune it first (xtc finetune)")
+    if task is not None and model.config.num_labels != task.num_labels:
+        raise XtcError(f"{name!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
+    return model.eval()
+
+
 def evaluate(config: EvalConfig) -> dict[str, dict[str, float]]:
     """Metrics of a model folder on a GLUE split: ``{split: {metric: value}}``."""
     task = get_task(config.task)
     tokenizer = load_tokenizer(config.model)
-    if (Path(config.model) / WEIGHTS_FILE).is_file():
-        from xtc.runtime import load
-
-        model = load(config.model)  # packed: low-bit kernels
-        if model.config.num_labels != task.num_labels:
-            raise XtcError(f"{config.model!r} has a {model.config.num_labels}-way head, "
-                           f"but {task.name} needs {task.num_labels}")
-    else:
-        model, new_head = load_model(config.model, task)
-        if new_head:
-            raise XtcError(f"{config.model!r} has no classification head: fine-tune it first (xtc finetune)")
+    model = load_trained(config.model, task)
     accelerator = Accelerator()
     model = accelerator.prepare(model)
     features = dev_sets(task, tokenizer, config.split, config.glue_dir, config.max_seq_length, config.max_eval_samples)

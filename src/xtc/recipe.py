@@ -238,6 +238,26 @@ class SizeConfig(_Config):
     model: str = Field(description="a packed folder, or a model folder (sizes as xtc export would write them)")
 
 
+class PredictConfig(_Config):
+    """Labels and scores of a trained or packed model on raw text."""
+
+    model: str = Field(description="a packed folder or a fine-tuned model folder")
+    text: tuple[str, ...] = Field((), description="a text to classify (repeatable)", json_schema_extra={"repeatable": True})
+    text_pair: tuple[str, ...] = Field((), description="the second text of each pair, in order (repeatable)",
+                                       json_schema_extra={"repeatable": True})
+    input: Path | None = Field(None, description="a TSV file of texts (one column) or pairs (two columns), no header")
+    batch_size: int = Field(32, gt=0, description="examples per batch")
+    max_seq_length: int = Field(128, gt=1, le=4096, description="truncate inputs to this many tokens")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.text) == (self.input is not None):
+            raise ValueError("give the examples either with --text (and --text-pair) or with --input, not both")
+        if self.text_pair and len(self.text_pair) != len(self.text):
+            raise ValueError(f"{len(self.text)} --text but {len(self.text_pair)} --text-pair: give one pair per text")
+        return self
+
+
 class RunConfig(DataArgs, RunArgs):
     """Run a recipe's stages: teacher -> layer-reduced student -> quantized student."""
 
