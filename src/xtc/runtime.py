@@ -34,24 +34,45 @@ def _weight_codes(packed: PackedModel, name: str) -> np.ndarray:
 
 
 class PackedLinear(nn.Module):
-    """A W1A8 / W2A8 Linear over packed weights. x: (..., in_features) -> (..., out_features)."""
+    """A W1A8 / W2A8 Linear over packed weights. x: (..., in_features) -> (..., out_features).
 
-    def __init__(self, packed: PackedModel, name: str, act_bits: int | None):
+    ``planes``: the sign bits (binary) or the (plus, minus) bit planes (ternary), each
+    uint8 (out_features, ceil(in_features / 8)); ``alpha``: float32 (1, 1) or (1, out_features).
+    """
+
+    def __init__(self, bits: int, planes: tuple[np.ndarray, ...], alpha: np.ndarray, bias: np.ndarray | None,
+                 in_features: int):
         super().__init__()
+        self.bits, self.planes, self.alpha, self.bias = bits, planes, alpha, bias
+        self.out_features, self.in_features = planes[0].shape[0], in_features
+
+    @classmethod
+    def from_packed(cls, packed: PackedModel, name: str, act_bits: int | None) -> "PackedLinear":
         entry = packed.header["tensors"][f"{name}.weight"]
-        self.out_features, self.in_features = entry["shape"]
         if entry["granularity"] == "group":
             raise XtcError(f"{name}: the runtime runs one scale per matrix or per row, not per group (yet)")
         if act_bits != 8:
             raise XtcError(f"{name}: the runtime needs 8-bit activations, the model has {act_bits}")
-        self.bits = entry["bits"]
-        if self.bits == 1:
-            self.planes = (packed.stored[f"{name}.weight.bits"],)
+        if entry["bits"] == 1:
+            planes = (packed.stored[f"{name}.weight.bits"],)
         else:
-            self.planes = kernels.ternary_planes(_weight_codes(packed, f"{name}.weight"))
-        self.alpha = packed.stored[f"{name}.weight.scale"].reshape(1, -1)  # (1, 1) or (1, out_features)
-        bias = f"{name}.bias"
-        self.bias = packed.dequantized(bias) if bias in packed.header["tensors"] else None
+            planes = kernels.ternary_planes(_weight_codes(packed, f"{name}.weight"))
+        alpha = packed.stored[f"{name}.weight.scale"].reshape(1, -1)
+        bias = packed.dequantized(f"{name}.bias") if f"{name}.bias" in packed.header["tensors"] else None
+        return cls(entry["bits"], planes, alpha, bias, entry["shape"][1])
+
+    @classmethod
+    def from_quant_linear(cls, layer) -> "PackedLinear":
+        """Pack a QuantLinear (1-/2-bit weights, 8-bit activations) in memory."""
+        from xtc.quant.primitives import weight_codes
+
+        spec = layer.spec
+        assert spec.act_bits == 8 and spec.weight_bits in (1, 2) and spec.granularity in ("tensor", "row")
+        codes, scale = weight_codes(layer.weight.detach(), spec.weight_bits, spec.granularity)
+        codes = codes.numpy()
+        planes = (packing.pack_signs(codes),) if spec.weight_bits == 1 else kernels.ternary_planes(codes)
+        bias = None if layer.bias is None else layer.bias.detach().numpy()
+        return cls(spec.weight_bits, planes, scale.numpy().reshape(1, -1), bias, layer.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.detach().reshape(-1, self.in_features).float().numpy()
@@ -113,7 +134,7 @@ def load(folder: str | Path):
         module = model.get_submodule(name)
         if isinstance(module, nn.Linear):
             act_bits = next((r["act_bits"] for r in rules if _matches(r["pattern"], name)), None)
-            model.set_submodule(name, PackedLinear(packed, name, act_bits))
+            model.set_submodule(name, PackedLinear.from_packed(packed, name, act_bits))
         elif isinstance(module, nn.Embedding):
             model.set_submodule(name, PackedEmbedding(packed, name, module.padding_idx))
         else:

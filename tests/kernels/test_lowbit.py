@@ -58,3 +58,14 @@ def test_activation_codes_match_the_fake_quant(shape):
     q, scale = kernels.quantize_rows(x)
     codes, scales = symmetric_codes(torch.from_numpy(x), 8, "row")
     assert np.array_equal(q, codes.numpy()) and np.array_equal(scale, scales.numpy().reshape(-1))
+
+
+def test_threads_split_tokens_and_give_the_same_integers():
+    rng = np.random.default_rng(7)
+    q, signs = random_codes(rng, 37, 300), rng.choice([-1, 1], (11, 300)).astype(np.int8)
+    single = kernels.binary_matmul(q, packing.pack_signs(signs))
+    kernels.set_num_threads(2)
+    try:
+        assert np.array_equal(kernels.binary_matmul(q, packing.pack_signs(signs)), single)
+    finally:
+        kernels.set_num_threads(1)

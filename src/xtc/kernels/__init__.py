@@ -6,9 +6,29 @@ Shapes: activations ``(M, K)`` (tokens x features), packed weight planes
 AVX2 path bit for bit).
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from xtc.kernels import _lowbit
+
+# Kernels release the GIL: tokens (rows of the activations) are split across this many threads.
+_threads = 1
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for the kernels (like torch.set_num_threads); each takes a slice of the tokens."""
+    global _threads, _pool
+    if n < 1:
+        raise ValueError("threads must be >= 1")
+    if _pool is not None:
+        _pool.shutdown()
+    _threads, _pool = n, (ThreadPoolExecutor(n) if n > 1 else None)
+
+
+def get_num_threads() -> int:
+    return _threads
 
 has_avx2 = _lowbit.has_avx2
 
@@ -27,8 +47,16 @@ def gemm_sign(q: np.ndarray, plane: np.ndarray, reference: bool = False) -> np.n
     """``acc[m, n] = sum_k q[m, k] * bit_k(plane[n])``, exact int32."""
     (m, k), n = q.shape, plane.shape[0]
     assert q.dtype == np.int8 and plane.dtype == np.uint8 and plane.shape[1] == (k + 7) // 8
+    q, plane = np.ascontiguousarray(q), np.ascontiguousarray(plane)
     acc = np.empty((m, n), np.int32)
-    _lowbit.gemm_sign(np.ascontiguousarray(q), np.ascontiguousarray(plane), m, n, k, acc, reference)
+    if _pool is None or m < 2 * _threads:
+        _lowbit.gemm_sign(q, plane, m, n, k, acc, reference)
+        return acc
+    bounds = np.linspace(0, m, _threads + 1).astype(int)  # contiguous token slices
+    jobs = [_pool.submit(_lowbit.gemm_sign, q[a:b], plane, b - a, n, k, acc[a:b], reference)
+            for a, b in zip(bounds[:-1], bounds[1:])]
+    for job in jobs:
+        job.result()
     return acc
 
 
@@ -50,4 +78,5 @@ def ternary_matmul(q: np.ndarray, plus: np.ndarray, minus: np.ndarray, reference
     return gemm_sign(q, plus, reference) - gemm_sign(q, minus, reference)
 
 
-__all__ = ["binary_matmul", "gemm_sign", "has_avx2", "quantize_rows", "ternary_matmul", "ternary_planes"]
+__all__ = ["binary_matmul", "gemm_sign", "get_num_threads", "has_avx2", "quantize_rows", "set_num_threads",
+           "ternary_matmul", "ternary_planes"]
