@@ -135,3 +135,21 @@ def test_two_stage_schedule_continues_from_the_quantized_model(run_dir, glue_dir
     assert all("logit" not in e and {"hidden", "attention"} <= set(e) for e in log if e["event"] == "train")
     log = [json.loads(line) for line in (tmp_path / "two" / "quantize_prediction" / "train_log.jsonl").read_text().splitlines()]
     assert all(set(e) >= {"logit"} and "hidden" not in e for e in log if e["event"] == "train")
+
+
+def test_augmented_distillation_stage(run_dir, glue_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XTC_CACHE", str(tmp_path / "cache"))
+    teacher, _ = run_dir
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+                 "--out", tmp_path / "aug", *TINY, "--set", "layer_reduction.augment={copies: 2, replace_prob: 0.3}")
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (tmp_path / "aug" / "layer_reduction" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[0]["train_examples"] == 48 * 3
+    quant_log = (tmp_path / "aug" / "quantize" / "train_log.jsonl").read_text().splitlines()
+    assert json.loads(quant_log[0])["train_examples"] == 48  # only the stage that asks for it
+
+
+def test_teacher_stage_refuses_augmentation():
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", "unused",
+                 "--set", "teacher.augment={copies: 2}")
+    assert result.exit_code == 2 and "takes no layers, quant or augment" in result.stderr

@@ -14,6 +14,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from xtc.data.augment import augment
 from xtc.data.batching import tokenize
 from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
@@ -98,8 +99,8 @@ def run_recipe(config: RunConfig) -> list[dict]:
     prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
     accelerator = make_accelerator(out, config.tensorboard)
     tokenizer = load_tokenizer(config.teacher or config.model)
-    train_features = tokenize(tokenizer, load_examples(task, "train", config.glue_dir, config.max_train_samples),
-                              config.max_seq_length)
+    train_examples = load_examples(task, "train", config.glue_dir, config.max_train_samples)
+    train_features = tokenize(tokenizer, train_examples, config.max_seq_length)
     dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
 
     rows, previous, teacher_dir = [], None, None
@@ -131,8 +132,12 @@ def run_recipe(config: RunConfig) -> list[dict]:
                     expose_attention_scores(teacher)
                     expose_attention_scores(model)
                 loss_fn = kd_loss_fn(teacher, kd, stage.distill.label_weight)
+            features = train_features
+            if stage.augment is not None:
+                examples = augment(train_examples, seed=config.seed, **stage.augment.model_dump())
+                features = tokenize(tokenizer, examples, config.max_seq_length)
             metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
-                                  tokenizer=tokenizer, train_features=train_features, dev_features=dev_features,
+                                  tokenizer=tokenizer, train_features=features, dev_features=dev_features,
                                   out=stage_dir, accelerator=accelerator, name=stage.name)
         if stage.kind == "finetune":
             teacher_dir = stage_dir

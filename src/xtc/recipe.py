@@ -94,6 +94,15 @@ class DistillArgs(_Config):
     label_weight: float = Field(0.0, ge=0, description="weight of the hard-label task loss (0 in XTC)")
 
 
+class AugmentArgs(_Config):
+    """TinyBERT-style augmentation of a distill stage's training data (data/augment.py)."""
+
+    copies: int = Field(20, ge=1, description="variants made of each training example")
+    replace_prob: float = Field(0.4, gt=0, le=1, description="probability of replacing each word")
+    model: str = Field("bert-tiny", description="masked LM proposing candidates (embedding neighbours without one)")
+    top_k: int = Field(15, ge=1, description="candidates per word")
+
+
 class StageConfig(TrainArgs):
     """One stage of a recipe: fine-tune the teacher, or train a student with KD from it."""
 
@@ -111,6 +120,7 @@ class StageConfig(TrainArgs):
         None, description="quantization: a preset (w1a8, w2a8) or a full config (rules); none keeps FP32"
     )
     distill: DistillArgs = Field(default_factory=DistillArgs, description="distillation loss weights")
+    augment: AugmentArgs | None = Field(None, description="augment the training data (distill stages)")
 
     @field_validator("quant")
     @classmethod
@@ -127,8 +137,9 @@ class StageConfig(TrainArgs):
 
     @model_validator(mode="after")
     def _finetune_is_plain(self):
-        if self.kind == "finetune" and (self.layers is not None or self.quant is not None):
-            raise ValueError("a finetune stage trains the full-precision teacher: it takes no layers or quant")
+        if self.kind == "finetune" and (self.layers is not None or self.quant is not None or self.augment is not None):
+            raise ValueError("a finetune stage trains the full-precision teacher on the task labels: "
+                             "it takes no layers, quant or augment")
         return self
 
 
