@@ -184,6 +184,22 @@ def predict_(as_json: bool, **values):
             click.echo(f"{result['label'] if result['label'] is not None else ''}\t{result['score']:.4f}")
 
 
+@main.command()
+@click.argument("study_file", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="study folder (results.jsonl, cells/, teachers/)")
+@click.option("--jobs", default=1, type=click.IntRange(min=1), show_default=True, help="cells run in parallel")
+@click.option("--glue-dir", type=click.Path(), default=None, help="GLUE folder (default: $XTC_GLUE_DIR, else the hub)")
+def study(study_file: str, out: str, jobs: int, glue_dir: str | None):
+    """Run a study: a grid of recipe settings x tasks, resumable, one record per cell."""
+    from xtc.study.runner import read_results, run_study
+
+    records = run_study(study_file, out, jobs, glue_dir)
+    failed = [r for r in records if r["status"] != "ok"]
+    total = len(read_results(Path(out)))
+    click.echo(f"{len(records) - len(failed)} cells done, {len(failed)} failed in this run; "
+               f"{total} records in {out}/results.jsonl (xtc report {out})")
+
+
 def resolve_folder(model: str) -> Path:
     folder = Path(model)
     if not folder.is_dir():

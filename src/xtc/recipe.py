@@ -173,7 +173,7 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(text: str, where: str):
+def read_yaml(text: str, where: str):
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -187,7 +187,7 @@ def _apply_override(data: dict, override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise XtcError(f"override {override!r} is not of the form STAGE.FIELD=VALUE")
-    value = _read_yaml(raw, f"override {override!r}")
+    value = read_yaml(raw, f"override {override!r}")
     path = key.split(".")
     stages = {s.get("name"): s for s in data.get("stages", []) if isinstance(s, dict)}
     if len(path) == 1:
@@ -211,7 +211,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         text, where = (PRESET_DIR / f"{name_or_path}.yaml").read_text(), f"preset {name_or_path}"
     else:
         raise XtcError(f"recipe {str(name_or_path)!r} is neither a file nor a preset; presets: {', '.join(preset_names())}")
-    data = _read_yaml(text, where)
+    data = read_yaml(text, where)
     if not isinstance(data, dict):
         raise XtcError(f"{where}: a recipe is a mapping with a 'stages' list")
     for override in overrides:

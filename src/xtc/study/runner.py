@@ -1,0 +1,125 @@
+"""Run a study's cells as `xtc run` processes: resumable, parallel, failures recorded.
+
+``OUT/results.jsonl`` gets one JSON line per cell as it ends (settings, final dev
+metrics, packed size, wall time; or the error of a failed cell). Running the
+study again skips the cells recorded as ok, retries failed ones, and resumes an
+interrupted cell from its checkpoints (each cell is an `xtc run` folder in
+``OUT/cells/``). The teacher of each task is fine-tuned once, in ``OUT/teachers/``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from xtc.data.tasks import get_task
+from xtc.errors import XtcError
+from xtc.recipe import load_recipe
+from xtc.study.config import Cell, StudyConfig, cells, load_study
+
+RESULTS = "results.jsonl"
+STUDY_FILE = "study.json"
+
+
+def read_results(out: Path) -> list[dict]:
+    path = Path(out) / RESULTS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _xtc_run(args: list[str], log: Path, threads: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    with log.open("a") as f:
+        return subprocess.run([sys.executable, "-m", "xtc", "run", *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _common_args(study: StudyConfig, glue_dir: Path | None) -> list[str]:
+    args = ["--model", study.model, "--max-seq-length", str(study.max_seq_length)]
+    if glue_dir is not None:
+        args += ["--glue-dir", str(glue_dir)]
+    for flag in ("max_train_samples", "max_eval_samples"):
+        if getattr(study, flag) is not None:
+            args += [f"--{flag.replace('_', '-')}", str(getattr(study, flag))]
+    return args
+
+
+def _last_error(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("xtc: error:") or "Error" in line]
+    return (errors or lines or ["no output"])[-1][-500:]
+
+
+def _teacher(study: StudyConfig, task: str, out: Path, glue_dir: Path | None, threads: int) -> Path:
+    """Fine-tune (once) the base recipe's teacher stage for ``task``."""
+    folder = out / "teachers" / task
+    if (folder / "teacher" / "metrics.json").is_file():
+        return folder / "teacher"
+    base = load_recipe(study.recipe, study.set)
+    recipe_file = out / "teachers" / f"{task}.yaml"
+    recipe_file.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file.write_text(yaml.safe_dump({"description": f"teacher of {task}",
+                                           "stages": [base.stages[0].model_dump(mode="json", exclude_none=True)]}))
+    log = out / "teachers" / f"{task}.log"
+    proc = _xtc_run(["--recipe", str(recipe_file), "--task", task, "--out", str(folder), "--seed", str(study.seed),
+                     *_common_args(study, glue_dir)], log, threads)
+    if proc.returncode != 0:
+        raise XtcError(f"the teacher of {task} failed: {_last_error(log)} (log: {log})")
+    return folder / base.stages[0].name
+
+
+def _run_cell(cell: Cell, study: StudyConfig, teacher: Path, out: Path, glue_dir: Path | None, threads: int) -> dict:
+    folder = out / "cells" / cell.name
+    log = out / "cells" / f"{cell.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    args = ["--recipe", cell.recipe, "--task", cell.task, "--teacher", str(teacher), "--out", str(folder),
+            "--seed", str(cell.seed), *_common_args(study, glue_dir)]
+    for override in cell.overrides:
+        args += ["--set", override]
+    proc = _xtc_run(args, log, threads)
+    record = {"cell": cell.name, "task": cell.task, "settings": cell.settings, "recipe": cell.recipe,
+              "seed": cell.seed, "elapsed_s": round(time.perf_counter() - started, 1)}
+    if proc.returncode != 0:
+        return {**record, "status": "failed", "error": _last_error(log), "log": str(log)}
+    summary = json.loads((folder / "summary.json").read_text())
+    final = summary["stages"][-1]
+    split = get_task(cell.task).dev_splits[0]
+    return {**record, "status": "ok", "dev": final["dev"][split], "stage": final["stage"], "bits": final["bits"],
+            "layers": final["layers"], "size_mb": round(final["size_mb"], 4),
+            "wall_time_s": round(sum(s["wall_time_s"] or 0 for s in summary["stages"]), 1)}
+
+
+def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | Path | None = None) -> list[dict]:
+    """Run every cell not yet recorded as ok; returns the records of this invocation."""
+    study = load_study(path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = study.model_dump(mode="json")
+    if (out / STUDY_FILE).is_file() and json.loads((out / STUDY_FILE).read_text()) != settings:
+        raise XtcError(f"{out} holds a different study; choose another --out")
+    (out / STUDY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    glue = Path(glue_dir) if glue_dir else None
+    done = {r["cell"] for r in read_results(out) if r["status"] == "ok"}
+    todo = [c for c in cells(study) if c.name not in done]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    bar = tqdm(total=len(done) + len(todo), initial=len(done), desc="study", unit="cell")
+    teachers = {task: _teacher(study, task, out, glue, threads * jobs) for task in dict.fromkeys(c.task for c in todo)}
+    records = []
+    with ThreadPoolExecutor(jobs) as pool, (out / RESULTS).open("a", buffering=1) as results:
+        futures = [pool.submit(_run_cell, c, study, teachers[c.task], out, glue, threads) for c in todo]
+        for future in as_completed(futures):
+            record = future.result()
+            results.write(json.dumps(record) + "\n")
+            records.append(record)
+            bar.update(1)
+            if record["status"] != "ok":
+                tqdm.write(f"cell {record['cell']} failed: {record['error']}")
+    bar.close()
+    return records

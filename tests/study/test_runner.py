@@ -1,0 +1,104 @@
+"""`xtc study` on the real bert-tiny: cells, records, failures, and a killed study resuming."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from xtc.cli import main
+from xtc.errors import XtcError
+from xtc.study.config import cells, load_study
+from xtc.study.runner import read_results
+
+STUDY = """
+description: a tiny study
+model: bert-tiny
+tasks: [MRPC]
+recipe: xtc-w1a8-l3
+max_train_samples: 32
+max_eval_samples: 16
+set:
+  - teacher.max_steps=2
+  - layer_reduction.max_steps=2
+  - layer_reduction.layers=[1]
+  - quantize.max_steps=2
+  - teacher.batch_size=16
+  - layer_reduction.batch_size=16
+  - quantize.batch_size=16
+grid:
+  quantize.lr: [1.0e-4, 5.0e-4]
+  seed: [1, 2]
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY)
+    return path
+
+
+def test_cells_are_the_grid_times_the_tasks(study_file):
+    study = load_study(study_file)
+    grid = cells(study)
+    assert len(grid) == 4 and len({c.name for c in grid}) == 4
+    assert {(c.settings["quantize.lr"], c.seed) for c in grid} == {(1e-4, 1), (1e-4, 2), (5e-4, 1), (5e-4, 2)}
+    assert all("quantize.lr=" in " ".join(c.overrides) for c in grid)
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ("  quantize.lrr: [1]\n", r"cell MRPC-.*unknown setting 'stages.quantize.lrr'"),
+    ("  teacher.lr: [1]\n", r"the teacher is shared by all cells of a task"),
+    ("  quantize.epochs: []\n", r"grid key 'quantize.epochs' has no values"),
+])
+def test_bad_grids_fail_before_running(study_file, change, pattern):
+    study_file.write_text(STUDY + change)
+    with pytest.raises(XtcError, match=pattern):
+        load_study(study_file)
+
+
+def _study_process(study_file, out, glue_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "xtc", "study", str(study_file), "--out", str(out),
+                             "--glue-dir", str(glue_dir)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_killed_study_resumes_without_redoing_finished_cells(study_file, tmp_path, glue_dir):
+    out = tmp_path / "study"
+    proc = _study_process(study_file, out, glue_dir)
+    deadline = time.time() + 240
+    while not read_results(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its running cell
+    proc.wait()
+    finished = {r["cell"] for r in read_results(out) if r["status"] == "ok"}
+    assert finished, "no cell finished before the kill"
+    stamps = {c: (out / "cells" / c / "summary.json").stat().st_mtime_ns for c in finished}
+
+    result = CliRunner().invoke(main, ["study", str(study_file), "--out", str(out), "--glue-dir", str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    records = read_results(out)
+    ok = [r for r in records if r["status"] == "ok"]
+    assert sorted(r["cell"] for r in ok) == sorted(c.name for c in cells(load_study(study_file)))  # each once
+    assert {c: (out / "cells" / c / "summary.json").stat().st_mtime_ns for c in finished} == stamps
+    assert all(r["bits"] == "W1A8" and r["layers"] == 1 and 0 <= r["dev"]["f1"] <= 1 for r in ok)
+    teacher_runs = (out / "teachers" / "MRPC" / "teacher" / "train_log.jsonl").read_text().count('"event": "start"')
+    assert teacher_runs == 1
+
+
+def test_a_failing_cell_is_recorded_and_the_study_goes_on(study_file, tmp_path, glue_dir):
+    # layer 5 does not exist in the 2-layer bert-tiny: those cells fail, the others run.
+    study_file.write_text(STUDY.replace("  seed: [1, 2]\n", "  layer_reduction.layers: [[1], [5]]\n"))
+    result = CliRunner().invoke(main, ["study", str(study_file), "--out", str(tmp_path / "s"), "--glue-dir",
+                                       str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    records = read_results(tmp_path / "s")
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(records) == 4 and len(failed) == 2
+    assert all("not valid for a 2-layer teacher" in r["error"] for r in failed)
+    assert "2 cells done, 2 failed" in result.stdout
