@@ -139,3 +139,13 @@ def test_run_flags_reach_the_config(tmp_path, glue_dir):
     assert not (tmp_path / "o").exists()
     assert_user_error(xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
                           "--teacher-layers", "1,x"), r"invalid value '1,x' for --teacher-layers")
+
+
+def test_settings_added_later_and_left_off_keep_a_run_the_same():
+    from xtc.rundir import _same_settings
+
+    old = {"lr": 1e-4, "recipe": {"stages": [{"name": "q", "quant": "w1a8"}]}}
+    assert _same_settings(old, {"lr": 1e-4, "recipe": {"stages": [{"name": "q", "quant": "w1a8", "augment": None}]}})
+    assert not _same_settings(old, {"lr": 1e-4, "recipe": {"stages": [{"name": "q", "quant": "w1a8",
+                                                                        "augment": {"copies": 2}}]}})
+    assert not _same_settings(old, {"lr": 2e-4, "recipe": old["recipe"]})

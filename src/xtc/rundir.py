@@ -33,10 +33,12 @@ def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
             previous = json.loads(run_file.read_text())
         except json.JSONDecodeError:
             raise XtcError(f"{run_file} is corrupted; pass --overwrite to start the run again") from None
-        if previous == settings and not overwrite:
+        same = _same_settings(previous, settings)
+        if same and not overwrite:
             return (out / METRICS_FILE).is_file()
-        if previous != settings and not overwrite:
-            changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
+        if not same and not overwrite:
+            changed = sorted(k for k in settings.keys() | previous.keys()
+                             if not _same_settings(previous.get(k), settings.get(k)))
             raise XtcError(
                 f"output folder {str(out)!r} holds a different run (differs in: {', '.join(changed)}); "
                 "pass --overwrite to replace it, or choose another --out"
@@ -45,6 +47,17 @@ def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return False
+
+
+def _same_settings(a, b) -> bool:
+    """Equal settings, where a setting one side lacks counts as equal to an "off" value (None, False,
+    empty) on the other: options added to xtc later, left off, do not make an old run different."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_settings(a.get(k), b.get(k)) for k in a.keys() | b.keys())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_settings(x, y) for x, y in zip(a, b))
+    off = (None, False, [], {})
+    return a == b or (a in off and b in off)
 
 
 def publish(scratch: Path, out: Path) -> None:
