@@ -200,6 +200,16 @@ def study(study_file: str, out: str, jobs: int, glue_dir: str | None):
                f"{total} records in {out}/results.jsonl (xtc report {out})")
 
 
+@main.command()
+@click.argument("folder", type=click.Path())
+def report(folder: str):
+    """Write a study's report: Markdown and HTML tables (mean ± std over seeds) and plots."""
+    from xtc.study.report import write_report
+
+    path = write_report(folder)
+    click.echo(f"wrote {path} and {path.with_suffix('.html')} (plots in {path.parent / 'plots'})")
+
+
 def resolve_folder(model: str) -> Path:
     folder = Path(model)
     if not folder.is_dir():

@@ -102,3 +102,9 @@ def test_a_failing_cell_is_recorded_and_the_study_goes_on(study_file, tmp_path, 
     assert len(records) == 4 and len(failed) == 2
     assert all("not valid for a 2-layer teacher" in r["error"] for r in failed)
     assert "2 cells done, 2 failed" in result.stdout
+    report = CliRunner().invoke(main, ["report", str(tmp_path / "s")])
+    assert report.exit_code == 0, report.output
+    text = (tmp_path / "s" / "report.md").read_text()
+    assert "## Failed cells" in text and text.count("not valid for a 2-layer teacher") == 2
+    assert (tmp_path / "s" / "report.html").read_text().startswith("<!doctype html>")
+    assert (tmp_path / "s" / "plots" / "pareto.png").stat().st_size > 1000

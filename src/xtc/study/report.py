@@ -1,0 +1,192 @@
+"""`xtc report DIR`: tables (mean ± std over seeds) and plots of a study's results.
+
+Writes ``DIR/report.md``, ``DIR/report.html`` and ``DIR/plots/*.png``:
+
+- one table per task: each setting of the grid (seeds pooled), the task's metrics
+  as mean ± std over seeds, the number of seeds, the packed size and the wall time;
+- for every grid key, the headline metric against its values, one line per task
+  and bit width, averaged over the other keys (error bars: std over those cells);
+- the metric against the packed size of every cell, with the Pareto front.
+"""
+
+import html
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from xtc.data.tasks import get_task
+from xtc.errors import XtcError
+from xtc.study.runner import STUDY_FILE, read_results
+
+
+def _label(value) -> str:
+    return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def latest_records(folder: Path) -> list[dict]:
+    """The last record of every cell (a retried cell's earlier failure is superseded)."""
+    latest = {}
+    for record in read_results(folder):
+        latest[record["cell"]] = record
+    return list(latest.values())
+
+
+def _tables(records: list[dict], keys: list[str]) -> list[str]:
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        metrics = list(get_task(task).metrics)
+        groups = defaultdict(list)
+        for r in records:
+            if r["task"] == task and r["status"] == "ok":
+                groups[tuple(_label(r["settings"].get(k)) for k in keys)].append(r)
+        rows = []
+        for setting, rs in groups.items():
+            stats = [_mean_std([r["dev"][m] * 100 for r in rs]) for m in metrics]
+            score = statistics.fmean(r["dev"]["score"] for r in rs)
+            rows.append((score, setting, stats, rs))
+        lines += [f"\n### {task}\n", "| " + " | ".join(keys + metrics) + " | seeds | bits | size (MB) | wall time |",
+                  "|" + "---|" * (len(keys) + len(metrics) + 4)]
+        for _, setting, stats, rs in sorted(rows, key=lambda row: -row[0]):
+            cells = [f"{m:.2f} ± {s:.2f}" for m, s in stats]
+            wall = statistics.fmean(r["wall_time_s"] for r in rs) / 60
+            lines.append("| " + " | ".join([*setting, *cells]) + f" | {len(rs)} | {rs[0]['bits']} | "
+                         f"{rs[0]['size_mb']:.2f} | {wall:.1f} min |")
+    return lines
+
+
+def _plot_key(records: list[dict], key: str, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = list(dict.fromkeys(_label(r["settings"].get(key)) for r in records))
+    numeric = all(isinstance(r["settings"].get(key), (int, float)) for r in records)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (task, bits) in dict.fromkeys((r["task"], r["bits"]) for r in records):
+        points = []
+        for i, value in enumerate(values):
+            scores = [r["dev"]["score"] * 100 for r in records
+                      if r["task"] == task and r["bits"] == bits and _label(r["settings"].get(key)) == value]
+            if scores:
+                x = float(value) if numeric else i
+                points.append((x, *_mean_std(scores)))
+        if points:
+            xs, means, stds = zip(*sorted(points))
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{task} {bits}")
+    if numeric:
+        xs = sorted(float(v) for v in values)
+        if min(xs) > 0 and max(xs) / min(xs) >= 3:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    else:
+        ax.set_xticks(range(len(values)), values, rotation=15, fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel("dev score (mean over seeds and other settings)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _plot_pareto(records: list[dict], out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task in dict.fromkeys(r["task"] for r in records):
+        points = sorted((r["size_mb"], r["dev"]["score"] * 100) for r in records if r["task"] == task)
+        ax.scatter(*zip(*points), s=18, alpha=0.6, label=task)
+        front, best = [], -math.inf
+        for size, score in points:  # smallest size first: keep what beats everything smaller
+            if score > best:
+                front.append((size, score))
+                best = score
+        ax.plot(*zip(*front), linestyle="--", linewidth=1)
+    ax.set_xlabel("packed size (MB)")
+    ax.set_ylabel("dev score")
+    ax.set_title("metric vs size (dashed: Pareto front)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write_report(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not (folder / STUDY_FILE).is_file():
+        raise XtcError(f"{folder} is not a study folder (no {STUDY_FILE}); run xtc study first")
+    study = json.loads((folder / STUDY_FILE).read_text())
+    records = latest_records(folder)
+    ok = [r for r in records if r["status"] == "ok"]
+    if not ok:
+        raise XtcError(f"{folder}: no finished cell to report yet")
+    keys = [k for k in study["grid"] if k != "seed"]
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    images = []
+    for key in keys:
+        if len({_label(r["settings"].get(key)) for r in ok}) > 1:
+            name = f"by_{key.replace('.', '_')}.png"
+            _plot_key(ok, key, plots / name)
+            images.append((f"dev score by {key}", f"plots/{name}"))
+    _plot_pareto(ok, plots / "pareto.png")
+    images.append(("dev score vs packed size", "plots/pareto.png"))
+
+    failed = [r for r in records if r["status"] != "ok"]
+    lines = [f"# Study report: {study.get('description') or folder.name}\n",
+             f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
+             f"{len(ok)} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, mean ± std over seeds.",
+             *_tables(ok, keys), "\n## Plots\n"]
+    lines += [f"![{title}]({path})\n" for title, path in images]
+    if failed:
+        lines += ["\n## Failed cells\n", "| cell | error |", "|---|---|"]
+        lines += [f"| {r['cell']} | {r['error'].replace('|', '/')} |" for r in failed]
+    markdown = "\n".join(lines) + "\n"
+    (folder / "report.md").write_text(markdown)
+    (folder / "report.html").write_text(_html(markdown, study.get("description") or folder.name))
+    return folder / "report.md"
+
+
+def _html(markdown: str, title: str) -> str:
+    """The Markdown report as a standalone HTML page (tables, headings, images)."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{rest}</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            body.append(f'<p><img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}"></p>')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
