@@ -196,7 +196,7 @@ def study(study_file: str, out: str, jobs: int, glue_dir: str | None):
     records = run_study(study_file, out, jobs, glue_dir)
     failed = [r for r in records if r["status"] != "ok"]
     total = len(read_results(Path(out)))
-    click.echo(f"{len(records) - len(failed)} cells done, {len(failed)} failed in this run; "
+    click.echo(f"this run: {len(records) - len(failed)} cells finished, {len(failed)} failed; "
                f"{total} records in {out}/results.jsonl (xtc report {out})")
 
 
