@@ -160,6 +160,20 @@ def _converted_onnx(name: str) -> Path:
     return cache
 
 
+def model_type(name: str | os.PathLike) -> str:
+    """The ``model_type`` of a short name, folder or hub name, without loading weights."""
+    from transformers import AutoConfig
+
+    source = resolve_model(name)
+    config_file = Path(source) / "config.json"
+    if config_file.is_file():
+        return str(json.loads(config_file.read_text()).get("model_type"))
+    try:
+        return AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError) as e:
+        raise XtcError(f"could not load model {str(name)!r}: {str(e).splitlines()[0]}") from None
+
+
 def load_tokenizer(name: str | os.PathLike):
     from transformers import AutoTokenizer
 

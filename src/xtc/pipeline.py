@@ -85,9 +85,10 @@ def describe(model_dir: Path) -> dict:
     arch = architecture(config["model_type"])
     quant = config.get("xtc_quantization")
     bits = "FP32"
-    if quant:
-        rule = quant["rules"][0]
-        bits = f"W{rule['weight_bits']}A{rule['act_bits'] or 32}"
+    if quant:  # e.g. W1A8: the lowest weight bits and activation bits of the rules
+        weights = [r["weight_bits"] for r in quant["rules"] if r.get("weight_bits")]
+        acts = [r["act_bits"] for r in quant["rules"] if r.get("act_bits")]
+        bits = f"W{min(weights) if weights else 32}A{min(acts) if acts else 32}"
     return {"layers": config[arch.num_layers_key], "bits": bits, "size_mb": packed_size_bytes(model_dir) / 1e6}
 
 

@@ -291,9 +291,20 @@ class RunConfig(DataArgs, RunArgs):
                 raise ValueError("expected comma-separated layer indices such as 1,3,5") from None
         return value
 
+    deepspeed_config: Path | None = Field(
+        None, description="a DeepSpeed config: its compression_training section sets the layers and quantization"
+    )
+
     def load_recipe(self) -> "Recipe":
-        """The recipe with ``--set`` overrides and ``--teacher-layers`` applied, validated."""
+        """The recipe with ``--set``, ``--deepspeed-config`` and ``--teacher-layers`` applied, validated."""
         recipe = load_recipe(self.recipe, self.set)
+        if self.deepspeed_config is not None:
+            from xtc.deepspeed_config import recipe_from_deepspeed
+            from xtc.models import model_type
+
+            if self.teacher_layers is not None:
+                raise XtcError("give the layers either with --teacher-layers or in the DeepSpeed config, not both")
+            recipe = recipe_from_deepspeed(self.deepspeed_config, recipe, model_type(self.teacher or self.model))
         if self.teacher_layers is None:
             return recipe
         if not any(s.layers is not None for s in recipe.stages):
@@ -304,5 +315,5 @@ class RunConfig(DataArgs, RunArgs):
 
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
-                                                        "teacher_layers"})
+                                                        "teacher_layers", "deepspeed_config"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}
