@@ -30,6 +30,9 @@ _EXPORTS = {
     "QuantRule": "xtc.quant.config",
     "reduce_layers": "xtc.reduce",
     "DistillationLoss": "xtc.distill",
+    "export": "xtc.packed.export",
+    "load": "xtc.runtime",
+    "size_report": "xtc.size",
 }
 
 __all__ = ["__version__", *_EXPORTS]
