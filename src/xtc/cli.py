@@ -139,11 +139,17 @@ def run(**values):
 @main.command()
 @config_options(ExportConfig, positional=("model",))
 def export(**values):
-    """Write a quantized model as a packed file: 1-bit / 2-bit weights, nothing pickled."""
+    """Write a quantized model as a packed file (1-/2-bit weights, nothing pickled) or a plain HF checkpoint."""
     from xtc.packed.export import export as write
     from xtc.size import size_report
 
     config = build_config(ExportConfig, values)
+    if config.format == "hf":
+        from xtc.packed.hf_export import export_hf
+
+        out = export_hf(config.model, config.out)
+        click.echo(f"wrote {out}: a dequantized transformers checkpoint (AutoModelForSequenceClassification loads it)")
+        return
     out = write(config.model, config.out, ternary=config.ternary_packing, int8_tensors=config.int8, kept=config.kept)
     report = size_report(out)
     click.echo(f"wrote {out}: {report['total'] / 1e6:.2f} MB ({report['fp32'] / report['total']:.1f}x smaller than FP32)")

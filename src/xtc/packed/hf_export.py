@@ -1,0 +1,51 @@
+"""Export a quantized model as a plain, dequantized Hugging Face checkpoint.
+
+Every quantized weight is replaced by its dequantized values (``alpha * sign``,
+``alpha * ternary code``), so ``AutoModelForSequenceClassification.from_pretrained``
+loads it with no xtc code. What a plain checkpoint cannot express is the 8-bit
+quantization of activations: the exported model computes on full-precision
+activations, so its logits differ slightly from the fake-quant model's (its
+predictions agree except near ties; measured in the tests).
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xtc.errors import XtcError
+from xtc.quant.apply import quantized_modules
+from xtc.quant.modules import QuantEmbedding, QuantLinear
+
+
+def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
+    """Write ``model`` (in memory, or a stage folder) dequantized to ``out_dir``."""
+    from xtc.models import load_model, load_tokenizer, quiet_transformers
+
+    if isinstance(model, (str, Path)):
+        tokenizer = tokenizer or load_tokenizer(model)
+        model, _ = load_model(model)
+    if tokenizer is None:
+        raise XtcError("export of an in-memory model needs its tokenizer")
+    quantized = quantized_modules(model)
+    if not quantized:
+        raise XtcError("the model is not quantized: quantize it (xtc.quantize_ or an xtc run stage) first")
+    with torch.no_grad():
+        for name, module in quantized:
+            if isinstance(module, QuantLinear):
+                plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+                plain.weight.copy_(module.quantized_weight())
+                if module.bias is not None:
+                    plain.bias.copy_(module.bias)
+            else:
+                assert isinstance(module, QuantEmbedding)
+                table = module(torch.arange(module.weight.shape[0]))  # (vocab, hidden), dequantized rows
+                plain = nn.Embedding(*table.shape, padding_idx=module.padding_idx)
+                plain.weight.copy_(table)
+            model.set_submodule(name, plain)
+    del model.config.xtc_quantization
+    out = Path(out_dir)
+    with quiet_transformers():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    return out
