@@ -23,6 +23,8 @@ def format_validation_error(error, flags: bool = True) -> str:
             lines.append(f"unknown setting {name!r}")
         elif item["type"] == "missing":
             lines.append(f"missing required setting {name}")
+        elif isinstance(item.get("input"), dict):  # a check across a section's fields
+            lines.append(f"{name}: {message}")
         else:
             lines.append(f"invalid value {item.get('input')!r} for {name}: {message}")
     return "; ".join(lines)

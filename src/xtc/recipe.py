@@ -7,6 +7,7 @@ shipped in ``xtc/recipes/``) listing stages; any field can be overridden with
 ``--set STAGE.FIELD=VALUE``.
 """
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -224,10 +225,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
 
 def _name_stages(message: str, data: dict) -> str:
     """'stages.2.epochs' -> 'stages.quantize.epochs' in error messages."""
-    for i, stage in enumerate(data.get("stages") or []):
-        if isinstance(stage, dict) and "name" in stage:
-            message = message.replace(f"stages.{i}.", f"stages.{stage['name']}.")
-    return message
+    names = {str(i): s["name"] for i, s in enumerate(data.get("stages") or []) if isinstance(s, dict) and "name" in s}
+    return re.sub(r"stages\.(\d+)\b", lambda m: f"stages.{names.get(m.group(1), m.group(1))}", message)
 
 
 class ExportConfig(_Config):
