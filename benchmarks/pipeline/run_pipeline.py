@@ -11,13 +11,14 @@ and RESULTS.md, committed as each run finishes (``--no-commit`` to skip).
 """
 
 import argparse
-import importlib.util
 import json
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from xtc.provenance import source_commit
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -39,13 +40,6 @@ def markdown(results: dict) -> str:
     return "\n".join(parts)
 
 
-def xtc_commit() -> str:
-    """The commit of the xtc code that runs (PYTHONPATH may point at a frozen worktree)."""
-    package = Path(importlib.util.find_spec("xtc").origin).parent
-    return subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=list(RUNS))
@@ -64,7 +58,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         print(proc.stdout, flush=True)
         table = "\n".join(line for line in proc.stdout.splitlines() if line.startswith("|"))
-        commit = xtc_commit()
+        commit = source_commit()
         summary = json.loads((out / "summary.json").read_text())
         results[name] = {"command": shlex.join(cmd), "table": table, "stages": summary["stages"],
                          "wall_time_s": round(wall, 1), "resumed": resumed, "xtc_commit": commit}

@@ -11,12 +11,13 @@ RESULTS.md, and both are committed as each task finishes (``--no-commit`` to ski
 """
 
 import argparse
-import importlib.util
 import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from xtc.provenance import source_commit
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -42,13 +43,6 @@ def table(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def xtc_commit() -> str:
-    """The commit of the xtc code that runs (PYTHONPATH may point at a frozen worktree)."""
-    package = Path(importlib.util.find_spec("xtc").origin).parent
-    return subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="*", default=TASKS)
@@ -62,7 +56,7 @@ def main() -> None:
         print("$", shlex.join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         metrics = json.loads((Path(cmd[-1]) / "metrics.json").read_text())
-        commit = xtc_commit()
+        commit = source_commit()
         results[task] = {"command": shlex.join(cmd), "xtc_commit": commit, "dev": metrics["dev"],
                          "best_step": metrics["best_step"], "total_steps": metrics["total_steps"],
                          "train_examples": metrics["train_examples"], "wall_time_s": metrics["wall_time_s"]}

@@ -60,15 +60,29 @@ def _tables(records: list[dict], keys: list[str]) -> list[str]:
     return lines
 
 
-def _plot_key(records: list[dict], key: str, out: Path):
+def _axes():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(6, 4))
+
+
+def _save(fig, ax, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _plot_key(records: list[dict], key: str, out: Path):
     values = list(dict.fromkeys(_label(r["settings"].get(key)) for r in records))
     numeric = all(isinstance(r["settings"].get(key), (int, float)) for r in records)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for (task, bits) in dict.fromkeys((r["task"], r["bits"]) for r in records):
         points = []
         for i, value in enumerate(values):
@@ -90,20 +104,11 @@ def _plot_key(records: list[dict], key: str, out: Path):
         ax.set_xticks(range(len(values)), values, rotation=15, fontsize=8)
     ax.set_xlabel(key)
     ax.set_ylabel("dev score (mean over seeds and other settings)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out)
 
 
 def _plot_pareto(records: list[dict], out: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for task in dict.fromkeys(r["task"] for r in records):
         points = sorted((r["size_mb"], r["dev"]["score"] * 100) for r in records if r["task"] == task)
         ax.scatter(*zip(*points), s=18, alpha=0.6, label=task)
@@ -116,11 +121,7 @@ def _plot_pareto(records: list[dict], out: Path):
     ax.set_xlabel("packed size (MB)")
     ax.set_ylabel("dev score")
     ax.set_title("metric vs size (dashed: Pareto front)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, out)
 
 
 def write_report(folder: str | Path) -> Path:
