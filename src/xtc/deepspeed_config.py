@@ -152,10 +152,9 @@ def recipe_from_deepspeed(path: str | Path, base: Recipe, model_type: str) -> Re
     if "gradient_clipping" in config:
         train["max_grad_norm"] = float(config["gradient_clipping"])
     teacher = base.stages[0]
-    students = [s for s in base.stages[1:]]
-    if not students:
+    if len(base.stages) < 2:
         raise XtcError("the base recipe has no distill stage to take budgets from")
-    last = students[-1]  # the longest, quantization, budget when both are enabled
+    last = base.stages[-1]  # the quantization stage's budget, the longest
     stage = last.model_copy(update={"name": "compress", "layers": layers, "quant": quant, "init": "teacher", **train})
     stages = [teacher.model_copy(update=train), stage]
     described = f"from DeepSpeed config {path.name}: layers {layers or 'all'}, quantization {'on' if quant else 'off'}"

@@ -9,7 +9,6 @@ The result is a ``BertModel`` folder (no pooler: a task head is added at
 fine-tuning) that `tests/test_onnx_import.py` checks against ONNX Runtime.
 """
 
-import math
 import re
 from pathlib import Path
 
@@ -99,5 +98,4 @@ def import_onnx_bert(onnx_path: str | Path, out_dir: str | Path, tokenizer_from:
         raise XtcError(f"{onnx_path}: not a BERT encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.save_pretrained(out)
     load_tokenizer(tokenizer_from).save_pretrained(out)
-    assert math.isfinite(fields["layer_norm_eps"])
     return out
