@@ -150,6 +150,12 @@ def export(**values):
         out = export_hf(config.model, config.out)
         click.echo(f"wrote {out}: a dequantized transformers checkpoint (AutoModelForSequenceClassification loads it)")
         return
+    if config.format == "onnx":
+        from xtc.packed.hf_export import export_onnx
+
+        out = export_onnx(config.model, config.out)
+        click.echo(f"wrote {out / 'model.onnx'}: the dequantized model for ONNX Runtime")
+        return
     out = write(config.model, config.out, ternary=config.ternary_packing, int8_tensors=config.int8, kept=config.kept)
     report = size_report(out)
     click.echo(f"wrote {out}: {report['total'] / 1e6:.2f} MB ({report['fp32'] / report['total']:.1f}x smaller than FP32)")

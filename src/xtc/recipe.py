@@ -234,8 +234,9 @@ class ExportConfig(_Config):
 
     model: str = Field(description="a quantized model folder (a quantize stage of xtc run)")
     out: Path = Field(description="folder to write")
-    format: Literal["packed", "hf"] = Field(
-        "packed", description="packed: xtc's 1-/2-bit file; hf: a plain dequantized transformers checkpoint"
+    format: Literal["packed", "hf", "onnx"] = Field(
+        "packed", description="packed: xtc's 1-/2-bit file; hf: a plain dequantized transformers checkpoint; "
+        "onnx: the dequantized model as an ONNX graph"
     )
     ternary_packing: Literal["ternary2", "ternary_base3"] = Field(
         "ternary2", description="2-bit weights as 2-bit codes, or 5 per byte in base 3 (1.6 bits; storage only)"

@@ -42,3 +42,33 @@ def test_plain_checkpoint_holds_the_dequantized_weights(tmp_path, glue_dir):
     assert (ours - theirs).abs().max() < 0.05 * ours.abs().max()
     agreement = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
     assert agreement >= 0.95, agreement
+
+
+def test_onnx_graph_runs_in_onnx_runtime_with_matching_outputs(tmp_path, glue_dir):
+    import numpy as np
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model, _ = load_model("bert-tiny", get_task("MRPC"))
+    fake = quantize_(model, "w1a8").eval()
+    fake.save_pretrained(tmp_path / "stage")
+    load_tokenizer("bert-tiny").save_pretrained(tmp_path / "stage")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "stage"), "--out", str(tmp_path / "onnx"),
+                                       "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    rows = load_examples(get_task("MRPC"), "dev", glue_dir, max_samples=16)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")  # the tokenizer ships beside the graph
+    batch = tokenizer([r.texts[0] for r in rows], [r.texts[1] for r in rows], padding=True, truncation=True,
+                      max_length=128, return_tensors="np")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    (logits,) = session.run(None, {k: v.astype(np.int64) for k, v in batch.items()})
+    from xtc.packed.hf_export import export_hf
+
+    export_hf(tmp_path / "stage", tmp_path / "hf")
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        expected = plain(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    assert np.allclose(logits, expected, atol=1e-4)

@@ -49,3 +49,23 @@ def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     return out
+
+
+def export_onnx(model, out_dir: str | Path, tokenizer=None) -> Path:
+    """The dequantized model as ``OUT/model.onnx`` (inputs input_ids, attention_mask, token_type_ids;
+    output logits; batch and sequence dynamic) with its tokenizer, for ONNX Runtime."""
+    from xtc.models import quiet_transformers
+
+    out = export_hf(model, Path(out_dir), tokenizer)
+    from transformers import AutoModelForSequenceClassification
+
+    with quiet_transformers():
+        plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids = torch.ones(1, 8, dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    torch.onnx.export(plain, (ids, torch.ones_like(ids), torch.zeros_like(ids)), out / "model.onnx", dynamo=False,
+                      input_names=names, output_names=["logits"], dynamic_axes={**dynamic, "logits": {0: "batch"}})
+    for weights in out.glob("model.safetensors*"):
+        weights.unlink()  # the ONNX graph holds the weights
+    return out
