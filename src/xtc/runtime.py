@@ -12,6 +12,7 @@ the exact int32 product of the 8-bit per-token activation codes with the 1-bit
 rounding of the sums.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +153,6 @@ def load(folder: str | Path):
 
 
 def _matches(pattern: str, name: str) -> bool:
-    import re
-
     return re.fullmatch(pattern, name) is not None
 
 
