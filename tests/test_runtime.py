@@ -50,7 +50,8 @@ def test_quantized_weights_stay_packed(trained_like, tmp_path):
     linears = [m for m in model.modules() if isinstance(m, PackedLinear)]
     embeddings = [m for m in model.modules() if isinstance(m, PackedEmbedding)]
     assert len(linears) == 12 and len(embeddings) == 1
-    assert all(p.dtype == np.uint8 for m in linears for p in m.planes)
+    for m in linears:  # one bit per binary weight (plus one int32 row sum per output)
+        assert m.weights.nonzero is None and m.weights.nbytes == m.in_features * m.out_features / 8 + 4 * m.out_features
     assert embeddings[0].stored.dtype == np.uint8 and embeddings[0].stored.shape == (30522, 16)
     float_params = sum(p.numel() for p in model.parameters())
     assert float_params < 100_000  # position/token-type embeddings, LayerNorms, pooler, classifier

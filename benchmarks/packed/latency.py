@@ -218,7 +218,7 @@ def main() -> None:
 
 def kernels_info() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{cpu}, AVX2 path {'on' if kernels.has_avx2() else 'off'}"
+    return f"{cpu}, kernel path {kernels.PATHS[-1]}"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ LayerNorm and GELU run in torch, in FP32, as in training.
 A packed Linear computes ``y = acc * s_token * alpha + bias`` where ``acc`` is
 the exact int32 product of the 8-bit per-token activation codes with the 1-bit
 (or ternary) weight codes: the fake-quant model's arithmetic, up to float
-rounding of the sums.
+rounding of the sums. The codes are unpacked once at load into the kernels' bit
+layout (kernels.prepare), still one bit per binary weight and two per ternary one.
 """
 
 import re
@@ -26,7 +27,7 @@ from xtc.packed.read import PackedModel, read_packed
 
 
 def _weight_codes(packed: PackedModel, name: str) -> np.ndarray:
-    """{-1, 0, +1} int8 codes (rows, cols) of a ternary tensor (for repacking into bit planes)."""
+    """{-1, 0, +1} int8 codes (rows, cols) of a ternary tensor (for kernels.prepare)."""
     entry = packed.header["tensors"][name]
     cols = int(np.prod(entry["shape"][1:]))
     if entry["encoding"] == "ternary2":
@@ -37,15 +38,14 @@ def _weight_codes(packed: PackedModel, name: str) -> np.ndarray:
 class PackedLinear(nn.Module):
     """A W1A8 / W2A8 Linear over packed weights. x: (..., in_features) -> (..., out_features).
 
-    ``planes``: the sign bits (binary) or the (plus, minus) bit planes (ternary), each
-    uint8 (out_features, ceil(in_features / 8)); ``alpha``: float32 (1, 1) or (1, out_features).
+    ``weights``: the codes in the kernels' bit layout (kernels.prepare: one bit per weight
+    for binary, two for ternary); ``alpha``: float32 (1,) or (out_features,).
     """
 
-    def __init__(self, bits: int, planes: tuple[np.ndarray, ...], alpha: np.ndarray, bias: np.ndarray | None,
-                 in_features: int):
+    def __init__(self, bits: int, weights: kernels.LowbitWeights, alpha: np.ndarray, bias: np.ndarray | None):
         super().__init__()
-        self.bits, self.planes, self.alpha, self.bias = bits, planes, alpha, bias
-        self.out_features, self.in_features = planes[0].shape[0], in_features
+        self.bits, self.weights, self.alpha, self.bias = bits, weights, alpha.reshape(-1), bias
+        self.out_features, self.in_features = weights.out_features, weights.in_features
 
     @classmethod
     def from_packed(cls, packed: PackedModel, name: str, act_bits: int | None) -> "PackedLinear":
@@ -55,12 +55,12 @@ class PackedLinear(nn.Module):
         if act_bits != 8:
             raise XtcError(f"{name}: the runtime needs 8-bit activations, the model has {act_bits}")
         if entry["bits"] == 1:
-            planes = (packed.stored[f"{name}.weight.bits"],)
+            codes = packing.unpack_signs(packed.stored[f"{name}.weight.bits"], entry["shape"][1])
         else:
-            planes = kernels.ternary_planes(_weight_codes(packed, f"{name}.weight"))
-        alpha = packed.stored[f"{name}.weight.scale"].reshape(1, -1)
+            codes = _weight_codes(packed, f"{name}.weight")
+        alpha = packed.stored[f"{name}.weight.scale"]
         bias = packed.dequantized(f"{name}.bias") if f"{name}.bias" in packed.header["tensors"] else None
-        return cls(entry["bits"], planes, alpha, bias, entry["shape"][1])
+        return cls(entry["bits"], kernels.prepare(codes, entry["bits"]), alpha, bias)
 
     @classmethod
     def from_quant_linear(cls, layer) -> "PackedLinear":
@@ -70,21 +70,12 @@ class PackedLinear(nn.Module):
         spec = layer.spec
         assert spec.act_bits == 8 and spec.weight_bits in (1, 2) and spec.granularity in ("tensor", "row")
         codes, scale = weight_codes(layer.weight.detach(), spec.weight_bits, spec.granularity)
-        codes = codes.numpy()
-        planes = (packing.pack_signs(codes),) if spec.weight_bits == 1 else kernels.ternary_planes(codes)
         bias = None if layer.bias is None else layer.bias.detach().numpy()
-        return cls(spec.weight_bits, planes, scale.numpy().reshape(1, -1), bias, layer.in_features)
+        return cls(spec.weight_bits, kernels.prepare(codes.numpy(), spec.weight_bits), scale.numpy(), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.detach().reshape(-1, self.in_features).float().numpy()
-        q, scale = kernels.quantize_rows(rows)  # (M, K) int8, (M,) float32
-        if self.bits == 1:
-            acc = kernels.binary_matmul(q, self.planes[0])
-        else:
-            acc = kernels.ternary_matmul(q, *self.planes)
-        y = acc.astype(np.float32) * (scale[:, None] * self.alpha)
-        if self.bias is not None:
-            y += self.bias
+        y = kernels.linear(rows, self.weights, self.alpha, self.bias)  # (M, out_features) float32
         return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

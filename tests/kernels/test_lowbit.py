@@ -1,16 +1,18 @@
-"""The C kernels: exact integer accumulators on both paths, and the fake-quant's activation codes."""
+"""The C kernels: exact integer accumulators on every path, bit-identical float outputs across paths,
+and the fake-quant's activation codes."""
 
 import numpy as np
 import pytest
 import torch
 
 from xtc import kernels
-from xtc.packed import bits as packing
 from xtc.quant.primitives import symmetric_codes
 
-# (M, N, K): tokens, output rows, features; many are not multiples of 4 (tokens), 8 or 32 (features)
-SHAPES = [(1, 1, 1), (3, 5, 31), (4, 8, 32), (5, 7, 33), (9, 13, 100), (128, 40, 384), (6, 3, 1536), (2, 17, 517)]
-PATHS = [True, False] if kernels.has_avx2() else [True]
+# (M, N, K): tokens, outputs, features; most are not multiples of the kernels' blocks (6 tokens,
+# 16 or 64 outputs, 4 features)
+SHAPES = [(1, 1, 1), (3, 5, 31), (6, 16, 4), (5, 7, 33), (9, 13, 100), (128, 40, 384), (7, 130, 517),
+          (13, 64, 1536), (2, 65, 3)]
+PATHS = kernels.PATHS
 
 
 def random_codes(rng, m, k):
@@ -19,53 +21,98 @@ def random_codes(rng, m, k):
     return q
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reference", PATHS)
-def test_binary_accumulators_are_exact(shape, reference):
-    m, n, k = shape
-    rng = np.random.default_rng(m * 1000 + n * 10 + k)
-    q, signs = random_codes(rng, m, k), rng.choice([-1, 1], (n, k)).astype(np.int8)
-    expected = q.astype(np.int64) @ signs.T.astype(np.int64)
-    assert np.array_equal(kernels.binary_matmul(q, packing.pack_signs(signs), reference), expected)
+def random_weights(rng, bits, n, k):
+    return rng.choice([-1, 1] if bits == 1 else [-1, 0, 1], (n, k)).astype(np.int8)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reference", PATHS)
-def test_ternary_accumulators_are_exact(shape, reference):
+@pytest.mark.parametrize("bits", [1, 2])
+@pytest.mark.parametrize("path", PATHS)
+def test_accumulators_are_exact(shape, bits, path):
     m, n, k = shape
-    rng = np.random.default_rng(m + n + k)
-    q, codes = random_codes(rng, m, k), rng.choice([-1, 0, 1], (n, k)).astype(np.int8)
-    plus, minus = kernels.ternary_planes(codes)
+    rng = np.random.default_rng(m * 1000 + n * 10 + k + bits)
+    q, codes = random_codes(rng, m, k), random_weights(rng, bits, n, k)
     expected = q.astype(np.int64) @ codes.T.astype(np.int64)
-    assert np.array_equal(kernels.ternary_matmul(q, plus, minus, reference), expected)
+    assert np.array_equal(kernels.matmul_codes(q, kernels.prepare(codes, bits), path), expected)
 
 
 def test_worst_case_magnitude_does_not_overflow():
     k = 4096
     q = np.full((2, k), -128, np.int8)
-    signs = np.ones((3, k), np.int8)
-    for reference in PATHS:
-        assert (kernels.binary_matmul(q, packing.pack_signs(signs), reference) == -128 * k).all()
+    for path in PATHS:
+        for bits in (1, 2):
+            weights = kernels.prepare(np.ones((3, k), np.int8), bits)
+            assert (kernels.matmul_codes(q, weights, path) == -128 * k).all(), (path, bits)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 33), (128, 40, 384), (7, 130, 517)])
+@pytest.mark.parametrize("bits", [1, 2])
+def test_linear_is_bit_identical_on_every_path_and_matches_float_math(shape, bits):
+    m, n, k = shape
+    rng = np.random.default_rng(n + k)
+    x = (rng.standard_normal((m, k)) * rng.uniform(0.01, 10, (m, 1))).astype(np.float32)
+    codes = random_weights(rng, bits, n, k)
+    weights = kernels.prepare(codes, bits)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for alpha in (np.float32([0.3]), rng.uniform(0.1, 1, n).astype(np.float32)):
+        outputs = [kernels.linear(x, weights, alpha, bias, path) for path in PATHS]
+        for path, y in zip(PATHS[1:], outputs[1:]):
+            assert np.array_equal(y, outputs[0]), path
+        a, scale = kernels.quantize_rows(x)
+        q = (a[:m, :k].astype(np.int16) - 128).astype(np.int8)
+        expected = (q.astype(np.int64) @ codes.T).astype(np.float32) * (scale[:, None] * alpha) + bias
+        np.testing.assert_allclose(outputs[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_linear_without_bias():
+    rng = np.random.default_rng(3)
+    x, codes = rng.standard_normal((4, 20)).astype(np.float32), random_weights(rng, 1, 3, 20)
+    y = kernels.linear(x, kernels.prepare(codes, 1), np.float32([2.0]))
+    a, scale = kernels.quantize_rows(x)
+    q = a[:4, :20].astype(np.int64) - 128
+    np.testing.assert_allclose(y, (q @ codes.T) * scale[:, None] * 2.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 33), (128, 384), (3, 1536)])
-def test_activation_codes_match_the_fake_quant(shape):
+@pytest.mark.parametrize("path", PATHS)
+def test_activation_codes_match_the_fake_quant(shape, path):
     rng = np.random.default_rng(shape[1])
     x = (rng.standard_normal(shape) * rng.uniform(0.01, 10, (shape[0], 1))).astype(np.float32)
     x[0, 0] = -np.abs(x[0]).max()  # a value at -max: code -128
     if shape[0] > 2:
         x[2] = 0.0  # an all-zero token
-    q, scale = kernels.quantize_rows(x)
+    a, scale = kernels.quantize_rows(x, path=path)
     codes, scales = symmetric_codes(torch.from_numpy(x), 8, "row")
-    assert np.array_equal(q, codes.numpy()) and np.array_equal(scale, scales.numpy().reshape(-1))
+    m, k = shape
+    assert np.array_equal(a[:m, :k].astype(np.int16) - 128, codes.numpy())
+    assert np.array_equal(scale, scales.numpy().reshape(-1))
+    assert (a[m:] == 128).all() and (a[:, k:] == 128).all()  # padding is code 0
 
 
-def test_threads_split_tokens_and_give_the_same_integers():
+def test_threads_split_columns_and_give_the_same_numbers():
     rng = np.random.default_rng(7)
-    q, signs = random_codes(rng, 37, 300), rng.choice([-1, 1], (11, 300)).astype(np.int8)
-    single = kernels.binary_matmul(q, packing.pack_signs(signs))
+    x, codes = rng.standard_normal((37, 300)).astype(np.float32), random_weights(rng, 2, 200, 300)
+    weights, alpha = kernels.prepare(codes, 2), rng.uniform(0.1, 1, 200).astype(np.float32)
+    single = kernels.linear(x, weights, alpha)
     kernels.set_num_threads(2)
     try:
-        assert np.array_equal(kernels.binary_matmul(q, packing.pack_signs(signs)), single)
+        assert np.array_equal(kernels.linear(x, weights, alpha), single)
     finally:
         kernels.set_num_threads(1)
+
+
+def test_bad_codes_and_paths_are_refused():
+    with pytest.raises(ValueError, match="binary codes"):
+        kernels.prepare(np.zeros((2, 3), np.int8), 1)
+    with pytest.raises(ValueError, match="ternary codes"):
+        kernels.prepare(np.full((2, 3), 2, np.int8), 2)
+    with pytest.raises(ValueError, match="available"):
+        kernels.linear(np.zeros((1, 3), np.float32), kernels.prepare(np.ones((2, 3), np.int8), 1),
+                       np.float32([1]), path="neon")
+
+
+def test_weights_stay_packed_in_memory():
+    n, k = 768, 3072
+    binary = kernels.prepare(np.ones((n, k), np.int8), 1)
+    ternary = kernels.prepare(np.ones((n, k), np.int8), 2)
+    assert binary.nbytes <= n * k / 8 + 4 * n and ternary.nbytes <= n * k / 4 + 4 * n

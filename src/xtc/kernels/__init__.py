@@ -1,24 +1,32 @@
 """Low-bit CPU kernels (C, in ``lowbit.c``) behind a small numpy interface.
 
-Shapes: activations ``(M, K)`` (tokens x features), packed weight planes
-``(N, ceil(K / 8))`` (output rows x bytes), accumulators ``(M, N)`` int32.
-``reference=True`` forces the portable scalar path (tests compare it with the
-AVX2 path bit for bit).
+Shapes: activations ``(M, K)`` (tokens x features), weight codes ``(N, K)``
+(outputs x features) in {-1, +1} or {-1, 0, +1}, results ``(M, N)``.
+``prepare`` turns weight codes into the kernels' bit layout once (at load time);
+``linear`` then runs ``quantize(x) @ codes.T * scales + bias`` with the per-token
+8-bit activation quantization fused in. ``path`` picks a kernel path (``"reference"``,
+``"avx2"``, ``"avx512-vnni"``; default: the fastest this CPU runs): every path
+gives the same numbers bit for bit (tests compare them).
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from xtc.kernels import _lowbit
 
-# Kernels release the GIL: tokens (rows of the activations) are split across this many threads.
+PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" always
+_PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
+_MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.c: rows per micro-kernel, columns per block, rows per panel
+
+# Kernels release the GIL: column blocks are split across this many threads.
 _threads = 1
 _pool: ThreadPoolExecutor | None = None
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for the kernels (like torch.set_num_threads); each takes a slice of the tokens."""
+    """Threads for the kernels (like torch.set_num_threads); each takes a slice of the output columns."""
     global _threads, _pool
     if n < 1:
         raise ValueError("threads must be >= 1")
@@ -30,53 +38,125 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     return _threads
 
-has_avx2 = _lowbit.has_avx2
+
+def _path_id(path: str | None) -> int:
+    if path is None:
+        return 0
+    if path not in PATHS:
+        raise ValueError(f"kernel path {path!r} is not available here; available: {', '.join(PATHS)}")
+    return _PATH_IDS[path]
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token symmetric 8-bit: ``(q int8 (M, K), scale float32 (M,))``, as the fake-quant does it."""
+@dataclass(frozen=True)
+class LowbitWeights:
+    """Weight codes (N, K) in the kernels' layout: panels of 16 rows, 4 inputs per byte lane.
+
+    ``neg``/``nonzero``: uint64 (ceil(N / 16), ceil(K / 4)), bit ``c * 4 + t`` of word ``(p, j)``
+    is weight ``(16 p + c, 4 j + t)``; ``nonzero`` is None for binary weights (never 0).
+    ``colsum``: int32 (N,), the sum of each padded row (corrects the kernels' +128 activation offset).
+    """
+
+    neg: np.ndarray
+    nonzero: np.ndarray | None
+    colsum: np.ndarray
+    out_features: int
+    in_features: int
+
+    @property
+    def padded_in_features(self) -> int:
+        return self.neg.shape[1] * 4
+
+    @property
+    def nbytes(self) -> int:
+        return self.neg.nbytes + (0 if self.nonzero is None else self.nonzero.nbytes) + self.colsum.nbytes
+
+
+def _panel_words(plane: np.ndarray) -> np.ndarray:
+    """bool (N_pad, K_pad) -> uint64 (N_pad / 16, K_pad / 4) in the panel layout."""
+    n, k = plane.shape
+    quads = plane.reshape(n // _PANEL, _PANEL, k // 4, 4).transpose(0, 2, 1, 3)  # (panel, j, c, t)
+    packed = np.packbits(quads.reshape(n // _PANEL, k // 4, 64), axis=2, bitorder="little")  # 8 bytes per word
+    return np.ascontiguousarray(packed).view("<u8").reshape(n // _PANEL, k // 4)
+
+
+def prepare(codes: np.ndarray, bits: int) -> LowbitWeights:
+    """int8 codes (N, K), {-1, +1} for ``bits=1`` or {-1, 0, +1} for ``bits=2`` -> the kernels' layout."""
+    if bits not in (1, 2):
+        raise ValueError(f"bits must be 1 or 2, got {bits}")
+    n, k = codes.shape
+    padded = np.zeros((-(-n // _PANEL) * _PANEL, -(-k // 4) * 4), np.int8)
+    padded[:n, :k] = codes
+    if bits == 1:
+        if not np.isin(codes, (-1, 1)).all():
+            raise ValueError("binary codes must all be -1 or +1")
+        padded[padded == 0] = 1  # padding: +1 weights (their activations are code 0), counted in colsum
+    elif not np.isin(codes, (-1, 0, 1)).all():
+        raise ValueError("ternary codes must all be -1, 0 or +1")
+    return LowbitWeights(
+        neg=_panel_words(padded < 0),
+        nonzero=None if bits == 1 else _panel_words(padded != 0),
+        colsum=padded[:n].sum(axis=1, dtype=np.int32),
+        out_features=n,
+        in_features=k,
+    )
+
+
+def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
+                  path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token symmetric 8-bit codes, as the fake-quant makes them.
+
+    Returns ``(a, scale)``: ``a`` uint8 (M rounded up to 6, padded_in_features) holding
+    code + 128 (padding: code 0), ``scale`` float32 (M,).
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     assert x.ndim == 2, x.shape
-    q = np.empty(x.shape, np.int8)
-    scale = np.empty(x.shape[0], np.float32)
-    _lowbit.quantize_rows(x, x.shape[0], x.shape[1], q, scale)
-    return q, scale
+    m, k = x.shape
+    kp = padded_in_features or -(-k // 4) * 4
+    a = np.empty((-(-m // _MR) * _MR, kp), np.uint8)
+    scale = np.empty(m, np.float32)
+    _lowbit.quantize_rows(x, m, k, a, a.shape[0], kp, scale, _path_id(path))
+    return a, scale
 
 
-def gemm_sign(q: np.ndarray, plane: np.ndarray, reference: bool = False) -> np.ndarray:
-    """``acc[m, n] = sum_k q[m, k] * bit_k(plane[n])``, exact int32."""
-    (m, k), n = q.shape, plane.shape[0]
-    assert q.dtype == np.int8 and plane.dtype == np.uint8 and plane.shape[1] == (k + 7) // 8
-    q, plane = np.ascontiguousarray(q), np.ascontiguousarray(plane)
-    acc = np.empty((m, n), np.int32)
-    if _pool is None or m < 2 * _threads:
-        _lowbit.gemm_sign(q, plane, m, n, k, acc, reference)
-        return acc
-    bounds = np.linspace(0, m, _threads + 1).astype(int)  # contiguous token slices
-    jobs = [_pool.submit(_lowbit.gemm_sign, q[a:b], plane, b - a, n, k, acc[a:b], reference)
-            for a, b in zip(bounds[:-1], bounds[1:])]
+def _run(a, m, weights: LowbitWeights, scale, alpha, bias, out, path: str | None) -> None:
+    n, kp = weights.out_features, weights.padded_in_features
+    args = (a, m, kp, weights.neg, weights.nonzero, weights.colsum, n, scale, alpha, bias, out)
+    blocks = -(-n // _NB)
+    if _pool is None or blocks < 2:
+        _lowbit.gemm(*args, 0, n, _path_id(path))
+        return
+    bounds = [min(n, b * _NB) for b in np.linspace(0, blocks, _threads + 1).round().astype(int)]
+    jobs = [_pool.submit(_lowbit.gemm, *args, lo, hi, _path_id(path)) for lo, hi in zip(bounds[:-1], bounds[1:])
+            if hi > lo]
     for job in jobs:
         job.result()
+
+
+def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None) -> np.ndarray:
+    """``q @ codes.T`` for int8 activation codes q (M, K): the exact int32 accumulators."""
+    m, k = q.shape
+    assert q.dtype == np.int8 and k == weights.in_features, (q.dtype, k, weights.in_features)
+    a = np.full((-(-m // _MR) * _MR, weights.padded_in_features), 128, np.uint8)
+    a[:m, :k] = q.astype(np.int16) + 128
+    acc = np.empty((m, weights.out_features), np.int32)
+    _run(a, m, weights, None, None, None, acc, path)
     return acc
 
 
-def binary_matmul(q: np.ndarray, sign_bits: np.ndarray, reference: bool = False) -> np.ndarray:
-    """``q @ signs.T`` for ±1 weights packed as sign bits (1 = +1): ``2 * masked_sum - sum(q)``."""
-    row_sums = q.sum(axis=1, dtype=np.int32)[:, None]  # (M, 1)
-    return 2 * gemm_sign(q, sign_bits, reference) - row_sums
+def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.ndarray | None = None,
+           path: str | None = None) -> np.ndarray:
+    """W1A8 / W2A8 Linear: x float32 (M, K) -> ``acc * (scale_m * alpha_n) + bias_n``, float32 (M, N).
+
+    ``alpha``: float32, one weight scale (size 1) or one per output row (size N).
+    """
+    m = x.shape[0]
+    a, scale = quantize_rows(x, weights.padded_in_features, path)
+    y = np.empty((m, weights.out_features), np.float32)
+    alpha = np.ascontiguousarray(alpha, np.float32).reshape(-1)
+    bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
+    _run(a, m, weights, scale, alpha, bias, y, path)
+    return y
 
 
-def ternary_planes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """{-1, 0, +1} codes (N, K) -> (plus, minus) bit planes, each (N, ceil(K / 8))."""
-    plus = np.packbits(codes > 0, axis=1, bitorder="little")
-    minus = np.packbits(codes < 0, axis=1, bitorder="little")
-    return plus, minus
-
-
-def ternary_matmul(q: np.ndarray, plus: np.ndarray, minus: np.ndarray, reference: bool = False) -> np.ndarray:
-    """``q @ codes.T`` for ternary weights given as bit planes: ``masked_sum(plus) - masked_sum(minus)``."""
-    return gemm_sign(q, plus, reference) - gemm_sign(q, minus, reference)
-
-
-__all__ = ["binary_matmul", "gemm_sign", "get_num_threads", "has_avx2", "quantize_rows", "set_num_threads",
-           "ternary_matmul", "ternary_planes"]
+__all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "quantize_rows",
+           "set_num_threads"]

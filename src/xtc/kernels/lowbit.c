@@ -1,28 +1,89 @@
 /*
  * Low-bit matrix products for xtc's packed runtime (CPython extension `xtc.kernels._lowbit`).
  *
- * Every kernel has a portable scalar reference beside its AVX2 path; the path is
- * chosen at run time (`__builtin_cpu_supports("avx2")`) unless the caller forces
- * the reference. Integer accumulators are exact: both paths return the same int32.
+ * Three paths compute the same numbers: a portable scalar reference, AVX2, and AVX-512 VNNI.
+ * The path is chosen at run time after a CPU check (`__builtin_cpu_supports`) unless the
+ * caller asks for one. Integer accumulators are exact on every path, and the float
+ * epilogue does the same float operations in the same order, so all paths agree bit for bit.
  *
- *   quantize_rows(x f32 [M,K]) -> q i8 [M,K], scale f32 [M]
+ *   quantize_rows(x f32 [M,K]) -> a u8 [Mp,Kp], scale f32 [M]
  *       per-token symmetric 8-bit: scale = max|x_m| / 128, q = clamp(rint(x / scale), -128, 127)
- *       (the fake-quant of xtc.quant.primitives.symmetric_codes, bits = 8, granularity "row")
- *   gemm_sign(q i8 [M,K], plane u8 [N, ceil(K/8)]) -> acc i32 [M,N]
- *       acc[m,n] = sum_k q[m,k] * (bit_k(plane[n]) ? 1 : 0)
- *       A binary weight row is sign = 2 * bit - 1:  q.sign = 2 * gemm_sign(bits) - sum_k q.
- *       A ternary row is plus_plane - minus_plane: q.t = gemm_sign(plus) - gemm_sign(minus).
+ *       (the fake-quant of xtc.quant.primitives.symmetric_codes, bits = 8, granularity "row"),
+ *       stored as q + 128 (an unsigned byte: what the u8 x s8 multiply-adds take); padding = 128.
+ *
+ *   gemm(a, weights) -> acc i32 [M,N]  or  y f32 [M,N]
+ *       acc[m,n] = sum_k q[m,k] * w[n,k], w in {-1, +1} (binary) or {-1, 0, +1} (ternary);
+ *       y[m,n]   = (float)acc[m,n] * (scale[m] * alpha[n]) + bias[n].
+ *
+ * Weight layout (built once at load time by xtc.kernels.prepare, one bit per weight per plane):
+ * panels of 16 output rows; in panel p, word (p, j) is a uint64 whose bit c*4+t is weight
+ * (16p + c, 4j + t). Plane `neg`: the weight is -1; plane `nonzero` (ternary only): it is not 0.
+ * Rows and columns past N and K are zero weights (ternary) or are never read (binary: the
+ * activation padding is code 0). Expanding one word gives the 64 bytes of one 512-bit
+ * multiply-add operand: 16 outputs x 4 consecutive inputs.
+ *
+ * The product of the offset activations is corrected exactly:
+ *     sum_k (q + 128) w = sum_k q w + 128 * colsum[n],   colsum[n] = sum_k w[n,k].
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define XTC_X86 1
+#endif
 
-/* ---- per-token activation quantization --------------------------------------------------------- */
+enum { PATH_AUTO = 0, PATH_REFERENCE = 1, PATH_AVX2 = 2, PATH_AVX512 = 3 };
 
-static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int8_t *q, float *scale) {
+#define MR 6        /* activation rows per micro-kernel (the caller pads M to a multiple) */
+#define NB 64       /* output columns per block: 4 panels of 16 */
+#define PANEL 16
+
+typedef struct {
+    const uint8_t *a;        /* [Mp, Kp] activation codes + 128 */
+    int64_t M, Kp;           /* valid rows; row stride (a multiple of 4) */
+    const uint64_t *neg;     /* [NP, Kp / 4] */
+    const uint64_t *nonzero; /* [NP, Kp / 4] or NULL (binary) */
+    const int32_t *colsum;   /* [N] */
+    int64_t N;
+    const float *scale;      /* [M] activation scales, or NULL: write acc */
+    const float *alpha;      /* [1] or [N] weight scales */
+    int alpha_per_row;
+    const float *bias;       /* [N] or NULL */
+    int32_t *acc;            /* [M, N] when scale is NULL */
+    float *y;                /* [M, N] otherwise */
+} gemm_job;
+
+/* ---- the reference ------------------------------------------------------------------------------- */
+
+static int weight_at(const gemm_job *g, int64_t n, int64_t k) {
+    const int64_t kq = g->Kp / 4, word = (n / PANEL) * kq + k / 4, bit = (n % PANEL) * 4 + k % 4;
+    if (g->nonzero && !((g->nonzero[word] >> bit) & 1)) return 0;
+    return ((g->neg[word] >> bit) & 1) ? -1 : 1;
+}
+
+static float epilogue_scalar(const gemm_job *g, int64_t m, int64_t n, int32_t acc) {
+    const float s = g->scale[m] * g->alpha[g->alpha_per_row ? n : 0];
+    float v = (float)acc * s;
+    if (g->bias) v += g->bias[n];
+    return v;
+}
+
+/* Straight from the definition: sum_k (a - 128) * w, no offset correction, no blocking. */
+static void gemm_ref(const gemm_job *g, int64_t n_begin, int64_t n_end) {
+    for (int64_t m = 0; m < g->M; m++)
+        for (int64_t n = n_begin; n < n_end; n++) {
+            int32_t sum = 0;
+            for (int64_t k = 0; k < g->Kp; k++) sum += ((int32_t)g->a[m * g->Kp + k] - 128) * weight_at(g, n, k);
+            if (g->scale) g->y[m * g->N + n] = epilogue_scalar(g, m, n, sum);
+            else g->acc[m * g->N + n] = sum;
+        }
+}
+
+static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a, float *scale) {
     for (int64_t m = 0; m < M; m++) {
         const float *row = x + m * K;
         float max_abs = 0.0f;
@@ -33,29 +94,114 @@ static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int8_t *q, f
         for (int64_t k = 0; k < K; k++) {
             float v = rintf(row[k] / s); /* round half to even, as torch.round */
             v = fminf(fmaxf(v, -128.0f), 127.0f);
-            q[m * K + k] = (int8_t)v;
+            a[m * Kp + k] = (uint8_t)((int32_t)v + 128);
         }
     }
 }
 
-/* ---- masked sums: the integer core -------------------------------------------------------------- */
+#ifdef XTC_X86
+/* ---- AVX-512 VNNI ---------------------------------------------------------------------------------- */
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-static void gemm_sign_ref(const int8_t *q, const uint8_t *plane, int64_t M, int64_t N, int64_t K, int32_t *acc) {
-    const int64_t KB = (K + 7) / 8;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            int32_t sum = 0;
-            for (int64_t k = 0; k < K; k++)
-                if ((plane[n * KB + k / 8] >> (k % 8)) & 1) sum += q[m * K + k];
-            acc[m * N + n] = sum;
+AVX512 static void quantize_rows_avx512(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a,
+                                        float *scale) {
+    const __m512 lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+    const __m128i offset = _mm_set1_epi8((char)0x80);
+    for (int64_t m = 0; m < M; m++) {
+        const float *row = x + m * K;
+        __m512 vmax = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            const __mmask16 live = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(live, row + k)));
         }
+        float s = _mm512_reduce_max_ps(vmax) / 128.0f;
+        if (!(s > 0.0f)) s = 1.0f;
+        scale[m] = s;
+        const __m512 vs = _mm512_set1_ps(s);
+        for (int64_t k = 0; k < K; k += 16) {
+            const __mmask16 live = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(live, row + k), vs); /* IEEE division, as x / s */
+            v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            const __m128i q = _mm_xor_si128(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)), offset);
+            _mm_mask_storeu_epi8(a + m * Kp + k, live, q);
+        }
+    }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#define XTC_HAVE_AVX2 1
+/* One block of NB columns: expand the weight bits of panels [p0, p0 + 4) into bytes,
+ * buf[j][panel][64] (j = input quad). Panels past the matrix become zeros. */
+AVX512 static void expand_block_avx512(const gemm_job *g, int64_t p0, int64_t np, int8_t *buf) {
+    const int64_t kq = g->Kp / 4;
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+    for (int64_t p = 0; p < 4; p++) {
+        if (p0 + p >= np) {
+            for (int64_t j = 0; j < kq; j++) _mm512_store_si512((__m512i *)(buf + (j * 4 + p) * 64), _mm512_setzero_si512());
+            continue;
+        }
+        const uint64_t *neg = g->neg + (p0 + p) * kq, *nz = g->nonzero ? g->nonzero + (p0 + p) * kq : NULL;
+        for (int64_t j = 0; j < kq; j++) {
+            __m512i w = _mm512_mask_blend_epi8((__mmask64)neg[j], plus, minus);
+            if (nz) w = _mm512_maskz_mov_epi8((__mmask64)nz[j], w);
+            _mm512_store_si512((__m512i *)(buf + (j * 4 + p) * 64), w);
+        }
+    }
+}
+
+/* MR rows x NB columns: 24 accumulators, each 16 int32 sums over the whole K. Named registers
+ * (not an array) so the compiler keeps all 24 in zmm registers across the loop. */
+#define ROW(r)                                                                                       \
+    {                                                                                                \
+        int32_t quad;                                                                                \
+        memcpy(&quad, a + (r) * g->Kp + j * 4, 4);                                                   \
+        const __m512i x = _mm512_set1_epi32(quad);                                                   \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, x, b0);                                               \
+        c##r##1 = _mm512_dpbusd_epi32(c##r##1, x, b1);                                               \
+        c##r##2 = _mm512_dpbusd_epi32(c##r##2, x, b2);                                               \
+        c##r##3 = _mm512_dpbusd_epi32(c##r##3, x, b3);                                               \
+    }
+#define ZERO4(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+#define SAVE4(r) c[r][0] = c##r##0, c[r][1] = c##r##1, c[r][2] = c##r##2, c[r][3] = c##r##3;
+
+AVX512 static void micro_avx512(const gemm_job *g, int64_t m0, int64_t n0, const int8_t *buf) {
+    const int64_t kq = g->Kp / 4;
+    const uint8_t *a = g->a + m0 * g->Kp;
+    ZERO4(0) ZERO4(1) ZERO4(2) ZERO4(3) ZERO4(4) ZERO4(5)
+    for (int64_t j = 0; j < kq; j++) {
+        const __m512i *b = (const __m512i *)(buf + j * 256);
+        const __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 1), b2 = _mm512_load_si512(b + 2),
+                      b3 = _mm512_load_si512(b + 3);
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+    }
+    __m512i c[MR][4];
+    SAVE4(0) SAVE4(1) SAVE4(2) SAVE4(3) SAVE4(4) SAVE4(5)
+    for (int r = 0; r < MR && m0 + r < g->M; r++) {
+        const int64_t m = m0 + r;
+        for (int i = 0; i < 4; i++) {
+            const int64_t n = n0 + i * 16;
+            if (n >= g->N) break;
+            const __mmask16 live = g->N - n >= 16 ? 0xFFFF : (__mmask16)((1u << (g->N - n)) - 1);
+            const __m512i fix = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(live, g->colsum + n), 7);
+            const __m512i acc = _mm512_sub_epi32(c[r][i], fix);
+            if (!g->scale) {
+                _mm512_mask_storeu_epi32(g->acc + m * g->N + n, live, acc);
+                continue;
+            }
+            const __m512 s = g->alpha_per_row
+                                 ? _mm512_mul_ps(_mm512_set1_ps(g->scale[m]), _mm512_maskz_loadu_ps(live, g->alpha + n))
+                                 : _mm512_set1_ps(g->scale[m] * g->alpha[0]);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
+            if (g->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, g->bias + n));
+            _mm512_mask_storeu_ps(g->y + m * g->N + n, live, v);
+        }
+    }
+}
+
+/* ---- AVX2 ------------------------------------------------------------------------------------------ */
+#define AVX2 __attribute__((target("avx2")))
 
 /* 32 bits -> 32 bytes of 0xFF (bit set) or 0x00. */
-__attribute__((target("avx2"))) static inline __m256i expand_bits(uint32_t bits) {
+AVX2 static inline __m256i expand_bits(uint32_t bits) {
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i select = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
@@ -63,57 +209,95 @@ __attribute__((target("avx2"))) static inline __m256i expand_bits(uint32_t bits)
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, select), select);
 }
 
-/* Sum of the int8 lanes of `masked` into 8 int32 lanes of `acc`. */
-__attribute__((target("avx2"))) static inline __m256i add_i8(__m256i acc, __m256i masked) {
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, masked), ones16));
+AVX2 static void expand_block_avx2(const gemm_job *g, int64_t p0, int64_t np, int8_t *buf) {
+    const int64_t kq = g->Kp / 4;
+    const __m256i plus = _mm256_set1_epi8(1);
+    for (int64_t p = 0; p < 4; p++) {
+        if (p0 + p >= np) {
+            for (int64_t j = 0; j < kq; j++) memset(buf + (j * 4 + p) * 64, 0, 64);
+            continue;
+        }
+        const uint64_t *neg = g->neg + (p0 + p) * kq, *nz = g->nonzero ? g->nonzero + (p0 + p) * kq : NULL;
+        for (int64_t j = 0; j < kq; j++)
+            for (int h = 0; h < 2; h++) {
+                __m256i w = _mm256_or_si256(expand_bits((uint32_t)(neg[j] >> (32 * h))), plus); /* -1 or +1 */
+                if (nz) w = _mm256_and_si256(w, expand_bits((uint32_t)(nz[j] >> (32 * h))));
+                _mm256_store_si256((__m256i *)(buf + (j * 4 + p) * 64 + h * 32), w);
+            }
+    }
 }
 
-__attribute__((target("avx2"))) static inline int32_t hsum(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* Four tokens per weight row: each 32-bit mask is expanded once and used four times. */
-__attribute__((target("avx2")))
-static void gemm_sign_avx2(const int8_t *q, const uint8_t *plane, int64_t M, int64_t N, int64_t K, int32_t *acc) {
-    const int64_t KB = (K + 7) / 8, K32 = K / 32 * 32;
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mt = M - m0 < 4 ? M - m0 : 4;
-        for (int64_t n = 0; n < N; n++) {
-            const uint8_t *w = plane + n * KB;
-            __m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                            _mm256_setzero_si256()};
-            for (int64_t k = 0; k < K32; k += 32) {
-                uint32_t bits;
-                memcpy(&bits, w + k / 8, 4);
-                const __m256i mask = expand_bits(bits);
-                for (int64_t i = 0; i < mt; i++) {
-                    const __m256i x = _mm256_loadu_si256((const __m256i *)(q + (m0 + i) * K + k));
-                    a[i] = add_i8(a[i], _mm256_and_si256(x, mask));
-                }
-            }
-            for (int64_t i = 0; i < mt; i++) {
-                int32_t sum = hsum(a[i]);
-                const int8_t *row = q + (m0 + i) * K;
-                for (int64_t k = K32; k < K; k++) /* the tail that is not a multiple of 32 */
-                    if ((w[k / 8] >> (k % 8)) & 1) sum += row[k];
-                acc[(m0 + i) * N + n] = sum;
-            }
+/* 3 rows x 16 columns (one panel). u8 x s8 pairs summed in int16 cannot saturate: |w| <= 1. */
+AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t panel, const int8_t *buf) {
+    const int64_t kq = g->Kp / 4;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256i c[3][2];
+    for (int r = 0; r < 3; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+    for (int64_t j = 0; j < kq; j++) {
+        const int8_t *b = buf + (j * 4 + panel) * 64;
+        const __m256i b0 = _mm256_load_si256((const __m256i *)b), b1 = _mm256_load_si256((const __m256i *)(b + 32));
+        for (int r = 0; r < 3; r++) {
+            int32_t quad;
+            memcpy(&quad, g->a + (m0 + r) * g->Kp + j * 4, 4);
+            const __m256i x = _mm256_set1_epi32(quad);
+            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones16));
+            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones16));
+        }
+    }
+    for (int r = 0; r < 3 && m0 + r < g->M; r++) {
+        int32_t sums[16];
+        _mm256_storeu_si256((__m256i *)sums, c[r][0]);
+        _mm256_storeu_si256((__m256i *)(sums + 8), c[r][1]);
+        for (int i = 0; i < 16 && n0 + i < g->N; i++) {
+            const int64_t m = m0 + r, n = n0 + i;
+            const int32_t acc = sums[i] - 128 * g->colsum[n];
+            if (g->scale) g->y[m * g->N + n] = epilogue_scalar(g, m, n, acc);
+            else g->acc[m * g->N + n] = acc;
         }
     }
 }
 #endif
 
-static int use_avx2(int force_reference) {
-#ifdef XTC_HAVE_AVX2
-    return !force_reference && __builtin_cpu_supports("avx2");
-#else
-    (void)force_reference;
-    return 0;
+static int cpu_has(int path) {
+#ifdef XTC_X86
+    __builtin_cpu_init();
+    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2");
+    if (path == PATH_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
+    return path == PATH_REFERENCE;
+}
+
+static int best_path(void) {
+    if (cpu_has(PATH_AVX512)) return PATH_AVX512;
+    if (cpu_has(PATH_AVX2)) return PATH_AVX2;
+    return PATH_REFERENCE;
+}
+
+/* Columns [n_begin, n_end): n_begin a multiple of NB, so threads can take disjoint column ranges. */
+static int gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path) {
+    if (path == PATH_REFERENCE) {
+        gemm_ref(g, n_begin, n_end);
+        return 0;
+    }
+#ifdef XTC_X86
+    const int64_t np = (g->N + PANEL - 1) / PANEL, rows = (g->M + MR - 1) / MR * MR;
+    int8_t *buf = aligned_alloc(64, (size_t)(g->Kp / 4) * 256);
+    if (!buf) return -1;
+    for (int64_t n0 = n_begin; n0 < n_end; n0 += NB) {
+        if (path == PATH_AVX512) {
+            expand_block_avx512(g, n0 / PANEL, np, buf);
+            for (int64_t m0 = 0; m0 < rows; m0 += MR) micro_avx512(g, m0, n0, buf);
+        } else {
+            expand_block_avx2(g, n0 / PANEL, np, buf);
+            for (int64_t p = 0; p < 4 && n0 + p * PANEL < g->N; p++)
+                for (int64_t m0 = 0; m0 < rows; m0 += 3) micro_avx2(g, m0, n0 + p * PANEL, p, buf);
+        }
+    }
+    free(buf);
+#endif
+    return 0;
 }
 
 /* ---- Python bindings: contiguous buffers in, results written into caller-allocated buffers -------- */
@@ -130,49 +314,110 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ss
     return 0;
 }
 
-static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
-    PyObject *xo, *qo, *so;
-    long long M, K;
-    if (!PyArg_ParseTuple(args, "OLLOO", &xo, &M, &K, &qo, &so)) return NULL;
-    Py_buffer x, q, s;
-    if (get_buffer(xo, &x, 4, M * K, 0, "x") < 0) return NULL;
-    if (get_buffer(qo, &q, 1, M * K, 1, "q") < 0) { PyBuffer_Release(&x); return NULL; }
-    if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&q); return NULL; }
-    Py_BEGIN_ALLOW_THREADS
-    quantize_rows_ref((const float *)x.buf, M, K, (int8_t *)q.buf, (float *)s.buf);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x); PyBuffer_Release(&q); PyBuffer_Release(&s);
-    Py_RETURN_NONE;
+static int resolve_path(int path) {
+    if (path == PATH_AUTO) return best_path();
+    if (path < PATH_REFERENCE || path > PATH_AVX512 || !cpu_has(path)) {
+        PyErr_Format(PyExc_ValueError, "kernel path %d is not available on this CPU", path);
+        return -1;
+    }
+    return path;
 }
 
-static PyObject *py_gemm_sign(PyObject *self, PyObject *args) {
-    PyObject *qo, *po, *ao;
-    long long M, N, K;
-    int force_reference;
-    if (!PyArg_ParseTuple(args, "OOLLLOp", &qo, &po, &M, &N, &K, &ao, &force_reference)) return NULL;
-    Py_buffer q, p, a;
-    if (get_buffer(qo, &q, 1, M * K, 0, "q") < 0) return NULL;
-    if (get_buffer(po, &p, 1, N * ((K + 7) / 8), 0, "plane") < 0) { PyBuffer_Release(&q); return NULL; }
-    if (get_buffer(ao, &a, 4, M * N, 1, "acc") < 0) { PyBuffer_Release(&q); PyBuffer_Release(&p); return NULL; }
-    const int avx2 = use_avx2(force_reference);
+static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
+    PyObject *xo, *ao, *so;
+    long long M, K, Mp, Kp;
+    int path;
+    if (!PyArg_ParseTuple(args, "OLLOLLOi", &xo, &M, &K, &ao, &Mp, &Kp, &so, &path)) return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Mp < M || Kp < K) return PyErr_Format(PyExc_ValueError, "padded shape smaller than the data");
+    Py_buffer x, a, s;
+    if (get_buffer(xo, &x, 4, M * K, 0, "x") < 0) return NULL;
+    if (get_buffer(ao, &a, 1, Mp * Kp, 1, "a") < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&a); return NULL; }
     Py_BEGIN_ALLOW_THREADS
-#ifdef XTC_HAVE_AVX2
-    if (avx2) gemm_sign_avx2((const int8_t *)q.buf, (const uint8_t *)p.buf, M, N, K, (int32_t *)a.buf);
+    memset(a.buf, 128, (size_t)(Mp * Kp)); /* padding: code 0 */
+#ifdef XTC_X86
+    if (path == PATH_AVX512) quantize_rows_avx512((const float *)x.buf, M, K, Kp, (uint8_t *)a.buf, (float *)s.buf);
     else
 #endif
-        gemm_sign_ref((const int8_t *)q.buf, (const uint8_t *)p.buf, M, N, K, (int32_t *)a.buf);
+        quantize_rows_ref((const float *)x.buf, M, K, Kp, (uint8_t *)a.buf, (float *)s.buf);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&q); PyBuffer_Release(&p); PyBuffer_Release(&a);
-    (void)avx2;
+    PyBuffer_Release(&x); PyBuffer_Release(&a); PyBuffer_Release(&s);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_has_avx2(PyObject *self, PyObject *noargs) { return PyBool_FromLong(use_avx2(0)); }
+/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, scale|None, alpha, bias|None, out, n_begin, n_end, path) */
+static PyObject *py_gemm(PyObject *self, PyObject *args) {
+    PyObject *ao, *no, *zo, *co, *so, *alo, *bo, *oo;
+    long long M, Kp, N, n_begin, n_end;
+    int path;
+    if (!PyArg_ParseTuple(args, "OLLOOOLOOOOLLi", &ao, &M, &Kp, &no, &zo, &co, &N, &so, &alo, &bo, &oo, &n_begin,
+                          &n_end, &path))
+        return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Kp % 4 || n_begin % NB || n_begin < 0 || n_end > N || n_begin > n_end)
+        return PyErr_Format(PyExc_ValueError, "bad gemm bounds");
+    const long long np = (N + PANEL - 1) / PANEL, kq = Kp / 4, rows = (M + MR - 1) / MR * MR;
+    Py_buffer views[8];
+    int held = 0, ok = 1;
+    gemm_job g = {.M = M, .Kp = Kp, .N = N};
+#define TAKE(obj, size, count, writable, name, field, type)                                 \
+    if (ok && (obj) != Py_None) {                                                           \
+        if (get_buffer(obj, &views[held], size, count, writable, name) < 0) ok = 0;         \
+        else g.field = (type)views[held++].buf;                                             \
+    }
+    TAKE(ao, 1, rows * Kp, 0, "a", a, const uint8_t *)
+    TAKE(no, 8, np * kq, 0, "neg", neg, const uint64_t *)
+    TAKE(zo, 8, np * kq, 0, "nonzero", nonzero, const uint64_t *)
+    TAKE(co, 4, N, 0, "colsum", colsum, const int32_t *)
+    TAKE(so, 4, M, 0, "scale", scale, const float *)
+    if (ok && so != Py_None) {
+        Py_buffer probe;
+        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) ok = 0;
+        else {
+            g.alpha_per_row = probe.len == 4 * N && N > 1;
+            PyBuffer_Release(&probe);
+        }
+        TAKE(alo, 4, g.alpha_per_row ? N : 1, 0, "alpha", alpha, const float *)
+        TAKE(bo, 4, N, 0, "bias", bias, const float *)
+        TAKE(oo, 4, M * N, 1, "y", y, float *)
+    } else {
+        TAKE(oo, 4, M * N, 1, "acc", acc, int32_t *)
+    }
+#undef TAKE
+    if (ok && (!g.a || !g.neg || !g.colsum)) {
+        PyErr_SetString(PyExc_ValueError, "a, neg and colsum are required");
+        ok = 0;
+    }
+    int failed = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = gemm_run(&g, n_begin, n_end, path);
+        Py_END_ALLOW_THREADS
+    }
+    while (held) PyBuffer_Release(&views[--held]);
+    if (!ok) return NULL;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
+    PyObject *out = PyList_New(0);
+    const char *names[] = {"", "reference", "avx2", "avx512-vnni"};
+    for (int p = PATH_REFERENCE; p <= PATH_AVX512; p++)
+        if (cpu_has(p)) {
+            PyObject *name = PyUnicode_FromString(names[p]);
+            PyList_Append(out, name);
+            Py_DECREF(name);
+        }
+    return out;
+}
 
 static PyMethodDef methods[] = {
-    {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, q_out, scale_out)"},
-    {"gemm_sign", py_gemm_sign, METH_VARARGS, "gemm_sign(q, plane, M, N, K, acc_out, force_reference)"},
-    {"has_avx2", py_has_avx2, METH_NOARGS, "whether the AVX2 paths run on this CPU"},
+    {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path)"},
+    {"gemm", py_gemm, METH_VARARGS,
+     "gemm(a, M, Kp, neg, nonzero, colsum, N, scale, alpha, bias, out, n_begin, n_end, path)"},
+    {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
     {NULL, NULL, 0, NULL},
 };
 
