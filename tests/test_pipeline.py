@@ -153,3 +153,39 @@ def test_teacher_stage_refuses_augmentation():
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", "unused",
                  "--set", "teacher.augment={copies: 2}")
     assert result.exit_code == 2 and "takes no layers, quant or augment" in result.stderr
+
+
+def test_stages_start_from_a_named_stage_or_another_model(run_dir, glue_dir, tmp_path):
+    """One recipe, several students: two quantized ones from the same layer-reduced stage, one from another model."""
+    teacher, _ = run_dir
+    recipe = tmp_path / "glue.yaml"
+    recipe.write_text("""
+stages:
+  - {name: teacher, kind: finetune}
+  - {name: layer_reduction, kind: distill, layers: [1]}
+  - {name: l1_w2, kind: distill, quant: w2a8}
+  - {name: l1_w1, kind: distill, quant: w1a8, init: layer_reduction, lr: 1.0e-12}
+  - {name: other, kind: distill, init: "model:bert-tiny", layer_map: [0, 1]}
+""")
+    args = ["run", "--recipe", recipe, "--teacher", teacher / "teacher", "--glue-dir", glue_dir, "--out",
+            tmp_path / "out", *tiny("l1_w2", "l1_w1", "other")]
+    result = xtc(*args)
+    assert result.exit_code == 0, result.output
+    reduced = load_file(tmp_path / "out" / "layer_reduction" / "model.safetensors")
+    from_reduced = load_file(tmp_path / "out" / "l1_w1" / "model.safetensors")
+    # with a vanishing learning rate, l1_w1's latent weights are still layer_reduction's, not l1_w2's
+    assert all(torch.allclose(from_reduced[k], v, atol=1e-8) for k, v in reduced.items())
+    other = json.loads((tmp_path / "out" / "other" / "config.json").read_text())
+    assert other["num_hidden_layers"] == 2 and other["xtc_teacher_layers"] == [0, 1]
+
+
+@pytest.mark.parametrize("stage, message", [
+    ("{name: s, kind: distill, init: nowhere}", "init 'nowhere' is not"),
+    ("{name: s, kind: distill, layer_map: [0]}", "layer_map is for a student started from another model"),
+    ("{name: s, kind: distill, init: 'model:bert-tiny', layers: [1]}", "are exclusive"),
+])
+def test_bad_stage_starts_are_refused(tmp_path, stage, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(f"stages:\n  - {{name: teacher, kind: finetune}}\n  - {stage}\n")
+    result = xtc("run", "--recipe", recipe, "--task", "RTE", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and message in result.stderr, result.output

@@ -52,9 +52,28 @@ def kd_loss_fn(teacher: torch.nn.Module, kd: DistillationLoss, label_weight: flo
     return loss_fn
 
 
-def build_student(stage: StageConfig, start_dir: Path, task: GlueTask) -> torch.nn.Module:
-    """The stage's starting model: a copy of ``start_dir``, layer-reduced and quantized as the stage says."""
-    model, _ = load_model(start_dir, task)
+def _num_layers(model: torch.nn.Module) -> int:
+    return getattr(model.config, architecture(model.config.model_type).num_layers_key)
+
+
+def build_student(stage: StageConfig, start: Path | str, task: GlueTask,
+                  teacher: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The stage's starting model: a copy of ``start`` (a stage folder, or another pre-trained model for
+    ``init: model:...``), layer-reduced and quantized as the stage says."""
+    model, _ = load_model(start, task)
+    if stage.init.startswith("model:"):
+        if teacher is None:
+            raise XtcError(f"stage {stage.name}: a student from another model needs the teacher's layer count")
+        teacher_layers, student_layers = _num_layers(teacher), _num_layers(model)
+        layer_map = stage.layer_map or default_teacher_layers(teacher_layers, student_layers)
+        if len(layer_map) != student_layers or not all(0 <= t < teacher_layers for t in layer_map):
+            raise XtcError(f"stage {stage.name}: layer_map {layer_map} must give a teacher layer (0 to "
+                           f"{teacher_layers - 1}) for each of the student's {student_layers} layers")
+        model.config.xtc_teacher_layers = list(layer_map)
+        for key in ("hidden_size", "num_attention_heads"):  # hidden-state and attention-score KD compare them
+            if getattr(model.config, key, None) != getattr(teacher.config, key, None):
+                raise XtcError(f"stage {stage.name}: the student's {key} ({getattr(model.config, key, None)}) "
+                               f"differs from the teacher's ({getattr(teacher.config, key, None)})")
     if stage.layers is not None:
         if getattr(model.config, "xtc_quantization", None):
             raise XtcError(f"stage {stage.name}: layer reduction of an already quantized model is not supported")
@@ -70,6 +89,21 @@ def build_student(stage: StageConfig, start_dir: Path, task: GlueTask) -> torch.
         elif recorded != wanted:
             raise XtcError(f"stage {stage.name}: its start model is quantized differently from quant={stage.quant!r}")
     return model
+
+
+def _start_of(stage: StageConfig, out: Path, teacher_dir: Path, previous: Path, tokenizer) -> Path | str:
+    """Where a distill stage starts: the previous stage, the teacher, a named earlier stage, or a model."""
+    if stage.init == "previous":
+        return previous
+    if stage.init == "teacher":
+        return teacher_dir
+    if stage.init.startswith("model:"):
+        name = stage.init.removeprefix("model:")
+        if load_tokenizer(name).get_vocab() != tokenizer.get_vocab():
+            raise XtcError(f"stage {stage.name}: {name} has another vocabulary than the teacher; "
+                           "the student must read the teacher's token ids")
+        return name
+    return out / stage.init
 
 
 def _layer_map(student: torch.nn.Module) -> list[int]:
@@ -124,8 +158,8 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 model, _ = load_model(config.model, task)
                 loss_fn = cross_entropy_loss
             else:
-                model = build_student(stage, teacher_dir if stage.init == "teacher" else previous, task)
                 teacher, _ = load_model(teacher_dir, task)
+                model = build_student(stage, _start_of(stage, out, teacher_dir, previous, tokenizer), task, teacher)
                 teacher.eval().to(accelerator.device)
                 kd = DistillationLoss(_layer_map(model), regression=task.is_regression,
                                       **stage.distill.model_dump(exclude={"label_weight"}))

@@ -111,8 +111,14 @@ class StageConfig(TrainArgs):
     kind: Literal["finetune", "distill"] = Field(
         description="finetune: the teacher on task labels; distill: a student with KD from the teacher"
     )
-    init: Literal["previous", "teacher"] = Field(
-        "previous", description="the model a distill stage starts from: the previous stage's or the teacher"
+    init: str = Field(
+        "previous",
+        description="the model a distill stage starts from: 'previous' (stage), 'teacher', the name of an earlier "
+        "stage, or 'model:NAME_OR_PATH' (another pre-trained encoder, e.g. model:paraphrase-minilm-l3)",
+    )
+    layer_map: list[int] | None = Field(
+        None, description="with init 'model:...': the teacher layer (0-based) each student layer learns from "
+        "(default: evenly spaced, ending at the last)"
     )
     layers: list[int] | int | None = Field(
         None, description="layer reduction: the teacher layers to keep (0-based list), or how many (evenly spaced)"
@@ -136,8 +142,20 @@ class StageConfig(TrainArgs):
             raise ValueError(str(e)) from None
         return value
 
+    @field_validator("init")
+    @classmethod
+    def _init_form(cls, value: str):
+        if value.startswith("model:") and not value.removeprefix("model:"):
+            raise ValueError("'model:' needs a model name or folder, e.g. model:paraphrase-minilm-l3")
+        return value
+
     @model_validator(mode="after")
     def _finetune_is_plain(self):
+        if self.layer_map is not None and not self.init.startswith("model:"):
+            raise ValueError("layer_map is for a student started from another model (init: model:...); "
+                             "a layer-reduced student's map is its layers")
+        if self.init.startswith("model:") and self.layers is not None:
+            raise ValueError("layers (layer reduction of the teacher) and init: model:... are exclusive")
         if self.kind == "finetune" and (self.layers is not None or self.quant is not None or self.augment is not None):
             raise ValueError("a finetune stage trains the full-precision teacher on the task labels: "
                              "it takes no layers, quant or augment")
@@ -158,6 +176,11 @@ class Recipe(_Config):
         kinds = [s.kind for s in self.stages]
         if kinds[0] != "finetune" or "finetune" in kinds[1:]:
             raise ValueError("the first stage, and only the first, must be of kind 'finetune' (the teacher)")
+        for i, stage in enumerate(self.stages):
+            if stage.init not in ("previous", "teacher") and not stage.init.startswith("model:") \
+                    and stage.init not in names[:i]:
+                raise ValueError(f"stage {stage.name}: init {stage.init!r} is not 'previous', 'teacher', "
+                                 f"'model:NAME' or an earlier stage ({', '.join(names[:i])})")
         return self
 
     def stage(self, name: str) -> StageConfig:
