@@ -1,0 +1,275 @@
+"""The GLUE results table: every XTC row on every task with training data here, measured on this machine.
+
+Run from the repository root, in the background (resumable: a finished teacher or stage is
+reused, an interrupted one resumes from its checkpoint, a recorded cell is not redone):
+
+    nohup python benchmarks/glue/run_glue.py --jobs 2 > runs/glue.log 2>&1 &
+
+Per task: the MiniLM-L6 teacher (`xtc finetune`), then one `xtc run` of
+benchmarks/glue/xtc-glue.yaml with that teacher, whose stages are the table's rows. As each
+stage finishes, its cell is recorded: dev metrics, training wall time, the size of its file
+(quantized rows: exported packed, then evaluated packed, which must agree with the
+fake-quant metric within 0.1 points), with the commands that made it. results.json,
+RESULTS.md and accuracy_vs_size.png are rewritten and committed per cell (``--no-commit``
+to skip). ``--report`` only rewrites the table and plot from results.json.
+
+With ``--jobs 2`` two tasks train side by side, one thread each (OMP_NUM_THREADS=1); separate
+runner processes (``--tasks``) may also run at once: cells are merged into results.json under a lock.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from xtc.provenance import source_commit
+
+HERE = Path(__file__).parent
+RECIPE = HERE / "xtc-glue.yaml"
+RESULTS, TABLE, PLOT = HERE / "results.json", HERE / "RESULTS.md", HERE / "accuracy_vs_size.png"
+GLUE = "../shared/data/glue"
+TASKS = ["RTE", "MRPC", "STS-B", "CoLA", "WNLI", "SST-2"]
+AVERAGED = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]  # WNLI is reported, not averaged
+ROWS = {  # stage -> row label, in table order
+    "teacher": "MiniLM-L6 teacher (6L FP32)",
+    "l3_fp32": "3L FP32 (layer reduction + KD)",
+    "l6_w2a8": "6L W2A8",
+    "l6_w1a8": "6L W1A8",
+    "l3_w2a8": "3L W2A8",
+    "l3_w1a8": "3L W1A8",
+    "pretrained_l3": "paraphrase-MiniLM-L3 (pre-training distilled) + same KD",
+}
+QUANTIZED = {"l6_w2a8", "l6_w1a8", "l3_w2a8", "l3_w1a8"}
+# SST-2 has 67k training rows (18-27x the others): one epoch per stage, evaluated every 500 steps.
+CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
+
+
+@contextmanager
+def results_lock():
+    with THREAD_LOCK, open(HERE / ".results.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+THREAD_LOCK = threading.Lock()
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def teacher_dir(task: str) -> Path:
+    return Path("runs") / f"{task.lower()}-teacher"  # shared with benchmarks/teachers
+
+
+def teacher_command(task: str) -> list[str]:
+    cmd = ["xtc", "finetune", "--model", "minilm-l6", "--task", task, "--glue-dir", GLUE, "--out", str(teacher_dir(task))]
+    if task in CUT:
+        cmd += ["--epochs", CUT[task]["epochs"], "--eval-steps", CUT[task]["eval_steps"]]
+    return cmd
+
+
+def run_command(task: str) -> list[str]:
+    cmd = ["xtc", "run", "--recipe", str(RECIPE), "--model", "minilm-l6", "--task", task,
+           "--teacher", str(teacher_dir(task)), "--glue-dir", GLUE, "--out", f"runs/glue/{task.lower()}"]
+    for stage in list(ROWS)[1:]:
+        for field, value in CUT.get(task, {}).items():
+            cmd += ["--set", f"{stage}.{field}={value}"]
+    return cmd
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print("$", shlex.join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def main_metric(dev: dict) -> tuple[str, float]:
+    """The table's number for a task: the first metric of its (only) dev set, in points."""
+    metrics = next(iter(dev.values()))
+    name = next(k for k in metrics if k != "score")
+    return name, metrics["score"] * 100
+
+
+def record(task: str, stage: str, folder: Path, command: str, results: dict, commit: bool) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    cell = {"command": command, "dev": metrics["dev"], "score": main_metric(metrics["dev"])[1],
+            "wall_time_s": metrics["wall_time_s"], "xtc_commit": source_commit()}
+    if stage in QUANTIZED:
+        packed = folder.with_name(f"{stage}.packed")
+        export = ["xtc", "export", str(folder), "--out", str(packed)]
+        if not (packed / "packed.safetensors").exists():
+            sh(export, stdout=subprocess.DEVNULL)
+        evaluate = ["xtc", "eval", str(packed), "--task", task, "--glue-dir", GLUE, "--json"]
+        packed_dev = json.loads(sh(evaluate, stdout=subprocess.PIPE).stdout)
+        cell.update(size_bytes=(packed / "packed.safetensors").stat().st_size, file="packed.safetensors (packed)",
+                    packed_dev=packed_dev, packed_score=main_metric(packed_dev)[1],
+                    size_command=shlex.join(export), packed_eval_command=shlex.join(evaluate))
+    else:
+        cell.update(size_bytes=(folder / "model.safetensors").stat().st_size, file="model.safetensors (FP32)")
+    with results_lock():  # several runner processes may share results.json: merge under a file lock
+        results.clear()
+        results.update(load_results())
+        results.setdefault(task, {})[stage] = cell
+        write_outputs(results)
+        if commit:
+            files = [str(p) for p in (RESULTS, TABLE, PLOT) if p.exists()]
+            subprocess.run(["git", "add", *files], check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"glue: {task} {stage}", "--", *files], check=False)
+    print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
+
+
+def run_task(task: str, results: dict, commit: bool) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if "teacher" not in results.get(task, {}):
+        cmd = teacher_command(task)
+        sh(cmd, env=env)
+        record(task, "teacher", teacher_dir(task), shlex.join(cmd), results, commit)
+    todo = [s for s in list(ROWS)[1:] if s not in results.get(task, {})]
+    if not todo:
+        return
+    cmd = run_command(task)
+    out = Path(cmd[-1])
+    print("$", shlex.join(cmd), flush=True)
+    with open(Path("runs") / f"glue-{task.lower()}.log", "a") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while True:  # record each stage as soon as its metrics.json appears
+            finished = proc.poll() is not None
+            for stage in list(todo):
+                if (out / stage / "metrics.json").exists():
+                    record(task, stage, out / stage, shlex.join(cmd), results, commit)
+                    todo.remove(stage)
+            if finished:
+                break
+            time.sleep(30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{task}: xtc run exited with {proc.returncode}; see runs/glue-{task.lower()}.log")
+
+
+# ---- the table and the plot ------------------------------------------------------------------------
+
+def average(task_scores: dict) -> float | None:
+    if not all(t in task_scores for t in AVERAGED):
+        return None
+    return sum(task_scores[t] for t in AVERAGED) / len(AVERAGED)
+
+
+def table(results: dict) -> str:
+    tasks = [t for t in TASKS if t in results]
+    metric = {t: main_metric(results[t]["teacher"]["dev"])[0] if "teacher" in results[t] else "?" for t in tasks}
+    head = " | ".join(f"{t} ({metric[t]})" for t in tasks)
+    lines = [f"| row | {head} | avg (5 tasks, no WNLI) | % of teacher | size (MB) | smaller than teacher | "
+             "training time |", "|---" * (len(tasks) + 6) + "|"]
+    teacher_avg = average({t: results[t]["teacher"]["score"] for t in tasks if "teacher" in results[t]})
+    for stage, label in ROWS.items():
+        cells = {t: results[t][stage] for t in tasks if stage in results[t]}
+        if not cells:
+            continue
+        scores = " | ".join(f"{cells[t]['score']:.2f}" if t in cells else "-" for t in tasks)
+        avg = average({t: c["score"] for t, c in cells.items()})
+        keep = f"{100 * avg / teacher_avg:.1f}%" if avg is not None and teacher_avg else "-"
+        # size and ratio from one task's files (they differ only by the head: a few bytes)
+        size = next(iter(cells.values()))["size_bytes"]
+        teacher_size = next((results[t]["teacher"]["size_bytes"] for t in cells if "teacher" in results[t]), None)
+        ratio = f"{teacher_size / size:.1f}x" if teacher_size else "-"
+        minutes = sum(c["wall_time_s"] for c in cells.values()) / 60
+        lines.append(f"| {label} | {scores} | {'-' if avg is None else f'{avg:.2f}'} | {keep} | {size / 1e6:.2f} | "
+                     f"{ratio} | {minutes:.0f} min ({len(cells)} tasks) |")
+    return "\n".join(lines)
+
+
+def packed_check(results: dict) -> str:
+    lines = ["| task | row | fake-quant | packed | difference |", "|---|---|---|---|---|"]
+    for task in TASKS:
+        for stage in ROWS:
+            cell = results.get(task, {}).get(stage)
+            if cell and "packed_score" in cell:
+                diff = cell["packed_score"] - cell["score"]
+                lines.append(f"| {task} | {ROWS[stage]} | {cell['score']:.2f} | {cell['packed_score']:.2f} | "
+                             f"{diff:+.2f} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for stage, label in ROWS.items():
+        cells = {t: results[t][stage] for t in results if stage in results[t]}
+        avg = average({t: c["score"] for t, c in cells.items()})
+        if avg is not None:
+            points.append((next(iter(cells.values()))["size_bytes"] / 1e6, avg, label))
+    if not points:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for size, avg, label in points:
+        ax.scatter(size, avg)
+        ax.annotate(label, (size, avg), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("model file size (MB, log scale)")
+    ax.set_ylabel("GLUE dev average (CoLA, SST-2, MRPC, STS-B, RTE)")
+    ax.set_title("XTC on MiniLM-L6: accuracy vs size")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: dict) -> None:
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    cut = ", ".join(f"{t}: {v['epochs']} epoch per stage (eval every {v['eval_steps']} steps)" for t, v in CUT.items())
+    TABLE.write_text(f"""# XTC on GLUE dev: MiniLM-L6 and its compressed students, measured on this machine (2 CPU cores)
+
+Made by `python benchmarks/glue/run_glue.py --jobs 2` (every cell's exact commands are in
+results.json). Teachers: `xtc finetune` (3 epochs, lr 5e-5); students: the stages of
+[xtc-glue.yaml](xtc-glue.yaml), each distilled in one stage from the teacher: 3L FP32 and the
+pre-training-distilled 3L model 5 epochs at lr 1e-4, quantized rows 6 epochs at lr 5e-5.
+Budgets cut further for {cut}. All budgets are below the paper's (18 epochs of QAT and 36 of
+layer reduction on MNLI/QQP, plus data augmentation on the small tasks). Two tasks train side
+by side with one thread each, so training times are per thread. Sizes: the FP32 safetensors
+file for FP32 rows, the packed file (`xtc export`, kept tensors in fp16) for quantized rows;
+the teacher's file is the reference for the ratio.
+
+{table(results)}
+
+Quantized rows were exported packed and evaluated with the packed runtime (`xtc eval PACKED`):
+
+{packed_check(results)}
+
+![accuracy vs size](accuracy_vs_size.png)
+""")
+    plot(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=TASKS, choices=TASKS)
+    parser.add_argument("--jobs", type=int, default=1, help="tasks trained side by side")
+    parser.add_argument("--no-commit", action="store_true")
+    parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md and the plot")
+    args = parser.parse_args()
+    results = load_results()
+    if args.report:
+        write_outputs(results)
+        return
+    with ThreadPoolExecutor(args.jobs) as pool:
+        jobs = {task: pool.submit(run_task, task, results, not args.no_commit) for task in args.tasks}
+    failed = {t: j.exception() for t, j in jobs.items() if j.exception()}
+    for task, error in failed.items():
+        print(f"{task} failed: {error}", file=sys.stderr)
+    print(table(results))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
