@@ -33,7 +33,7 @@ from pathlib import Path
 from xtc.provenance import source_commit
 
 HERE = Path(__file__).parent
-RECIPE = HERE / "xtc-glue.yaml"
+RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
 RESULTS, TABLE, PLOT = HERE / "results.json", HERE / "RESULTS.md", HERE / "accuracy_vs_size.png"
 GLUE = "../shared/data/glue"
 TASKS = ["RTE", "MRPC", "STS-B", "CoLA", "WNLI", "SST-2"]
@@ -78,7 +78,7 @@ def teacher_command(task: str) -> list[str]:
 
 
 def run_command(task: str) -> list[str]:
-    cmd = ["xtc", "run", "--recipe", str(RECIPE), "--model", "minilm-l6", "--task", task,
+    cmd = ["xtc", "run", "--recipe", RECIPE, "--model", "minilm-l6", "--task", task,
            "--teacher", str(teacher_dir(task)), "--glue-dir", GLUE, "--out", f"runs/glue/{task.lower()}"]
     for stage in list(ROWS)[1:]:
         for field, value in CUT.get(task, {}).items():
