@@ -5,6 +5,7 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 
 import json
 import os
+import subprocess
 import sys
 import types
 import typing
@@ -99,6 +100,38 @@ def _format_metrics(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def relaunch_in_processes(command: str, config: BaseModel, values: dict) -> bool:
+    """With --num-processes N > 1, outside a launcher: run this same command in N data-parallel
+    processes through Accelerate's launcher (gloo on CPUs), and return True when they are done."""
+    processes = getattr(config, "num_processes", 1)
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return False
+    argv = [command]
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if value in (None, (), False):
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, tuple):
+            for item in value:
+                argv += [flag, str(item)]
+        elif name == "model" and command in ("eval", "export", "size", "predict"):
+            argv.append(str(value))
+        else:
+            argv += [flag, str(value)]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "xtc", *argv]
+    result = subprocess.run(launcher)
+    if result.returncode != 0:
+        raise XtcError(f"the {processes} training processes failed (exit code {result.returncode}); see above")
+    return True
+
+
 @main.command()
 @config_options(FinetuneConfig)
 def finetune(**values):
@@ -106,7 +139,11 @@ def finetune(**values):
     from xtc.train import finetune as run
 
     config = build_config(FinetuneConfig, values)
+    if relaunch_in_processes("finetune", config, values):
+        return
     metrics = run(config)
+    if not _is_main_process():
+        return
     click.echo(f"{metrics['task']} best dev (step {metrics['best_step']}, {metrics['wall_time_s']:.0f} s):")
     click.echo(_format_metrics(metrics["dev"]))
     click.echo(f"model folder: {config.out}")
@@ -131,7 +168,11 @@ def run(**values):
     from xtc.pipeline import format_table, run_recipe
 
     config = build_config(RunConfig, values)
+    if relaunch_in_processes("run", config, values):
+        return
     rows = run_recipe(config)
+    if not _is_main_process():
+        return
     click.echo(format_table(rows, get_task(config.task)))
     click.echo(f"stage folders: {config.out}/<stage>   (xtc eval {config.out}/<stage> --task {config.task})")
 

@@ -131,8 +131,9 @@ def run_recipe(config: RunConfig) -> list[dict]:
     recipe: Recipe = config.load_recipe()
     task = get_task(config.task)
     out = Path(config.out)
-    prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
     accelerator = make_accelerator(out, config.tensorboard)
+    with accelerator.main_process_first():  # one process prepares the folder, the others then check it
+        prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
     tokenizer = load_tokenizer(config.teacher or config.model)
     train_examples = load_examples(task, "train", config.glue_dir, config.max_train_samples)
     train_features = tokenize(tokenizer, train_examples, config.max_seq_length)
@@ -152,7 +153,8 @@ def run_recipe(config: RunConfig) -> list[dict]:
             metrics = json.loads((stage_dir / METRICS_FILE).read_text())
         else:
             stage_dir.mkdir(parents=True, exist_ok=True)
-            (stage_dir / STAGE_FILE).write_text(json.dumps(stage.model_dump(mode="json"), indent=2) + "\n")
+            if accelerator.is_main_process:
+                (stage_dir / STAGE_FILE).write_text(json.dumps(stage.model_dump(mode="json"), indent=2) + "\n")
             set_seed(config.seed)  # a new head's initialisation
             if stage.kind == "finetune":
                 model, _ = load_model(config.model, task)
@@ -179,7 +181,9 @@ def run_recipe(config: RunConfig) -> list[dict]:
         previous = stage_dir
         rows.append({"stage": stage.name, **describe(stage_dir), "dev": metrics["dev"],
                      "wall_time_s": metrics["wall_time_s"]})
-    write_json(out / "summary.json", {"task": task.name, "recipe": config.recipe, "stages": rows})
+    if accelerator.is_main_process:
+        write_json(out / "summary.json", {"task": task.name, "recipe": config.recipe, "stages": rows})
+    accelerator.wait_for_everyone()
     return rows
 
 

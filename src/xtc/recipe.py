@@ -65,6 +65,8 @@ class RunArgs(_Config):
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     overwrite: bool = Field(False, description="replace an output folder that holds a different run")
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs: pip install tensorboard)")
+    num_processes: int = Field(1, ge=1, description="data-parallel training processes (launched through "
+                               "Accelerate; the global batch stays --batch-size, split across them)")
 
 
 class FinetuneConfig(DataArgs, TrainArgs, RunArgs):
@@ -74,7 +76,7 @@ class FinetuneConfig(DataArgs, TrainArgs, RunArgs):
 
     def run_fields(self) -> dict:
         """The settings that define the run (what a rerun must match to reuse the folder)."""
-        return self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "tensorboard"})
+        return self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "tensorboard", "num_processes"})
 
 
 class EvalConfig(DataArgs):
@@ -341,5 +343,6 @@ class RunConfig(DataArgs, RunArgs):
 
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
-                                                        "teacher_layers", "deepspeed_config"})
+                                                        "teacher_layers", "deepspeed_config",
+                                                        "num_processes"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}

@@ -80,11 +80,14 @@ def write_json(path: Path, data: dict) -> None:
 class JsonlLog:
     """Append-only JSON-lines log of a run (one object per event)."""
 
-    def __init__(self, path: Path):
-        self._file = path.open("a", buffering=1)
+    def __init__(self, path: Path, enabled: bool = True):
+        """``enabled=False``: a no-op log (the other processes of a multi-process run)."""
+        self._file = path.open("a", buffering=1) if enabled else None
 
     def write(self, **event) -> None:
-        self._file.write(json.dumps(event) + "\n")
+        if self._file is not None:
+            self._file.write(json.dumps(event) + "\n")
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -73,12 +73,18 @@ def save_model_folder(model, tokenizer, out: Path, accelerator: Accelerator) -> 
 
 
 def make_accelerator(out: Path, tensorboard: bool) -> Accelerator:
-    """The Accelerator of a run; with ``tensorboard``, metrics also go to OUT/tensorboard/."""
+    """The Accelerator of a run; with ``tensorboard``, metrics also go to OUT/tensorboard/.
+
+    ``split_batches``: each batch of ``batch_size`` rows is split across the processes, so
+    several processes train with the same global batch (and step count) as one. Without a
+    GPU, processes started by a launcher (accelerate launch, torchrun) join over gloo.
+    """
+    options = dict(dataloader_config=DataLoaderConfiguration(split_batches=True), cpu=not torch.cuda.is_available())
     if not tensorboard:
-        return Accelerator()
+        return Accelerator(**options)
     if importlib.util.find_spec("tensorboard") is None:
         raise XtcError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    return Accelerator(log_with="tensorboard", project_dir=str(out / "tensorboard"))
+    return Accelerator(log_with="tensorboard", project_dir=str(out / "tensorboard"), **options)
 
 
 def cross_entropy_loss(model, batch) -> dict[str, torch.Tensor]:
@@ -105,8 +111,10 @@ def train_stage(
     Resumes from ``out/checkpoint`` when it exists: the data order is a function
     of (seed, epoch), so skipping the steps already done replays the same batches.
     """
+    if args.batch_size % accelerator.num_processes or args.eval_batch_size % accelerator.num_processes:
+        raise XtcError(f"{name}: batch sizes ({args.batch_size}, eval {args.eval_batch_size}) must be multiples of "
+                       f"the {accelerator.num_processes} processes, which each take an equal share")
     steps_per_epoch = len(make_loader(tokenizer, train_features, args.batch_size, shuffle=True))
-    steps_per_epoch = math.ceil(steps_per_epoch / accelerator.num_processes)
     total_steps = args.max_steps or math.ceil(args.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
@@ -114,12 +122,13 @@ def train_stage(
 
     accelerator.init_trackers(name.replace(" ", "_"))
     state = {"step": 0, "best": None, "best_step": 0, "best_dev": None, "last_dev": None, "train_seconds": 0.0}
-    log = JsonlLog(out / LOG_FILE)
+    log = JsonlLog(out / LOG_FILE, enabled=accelerator.is_main_process)
     checkpoint = find_checkpoint(out / CHECKPOINT_DIR)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
         log.write(event="resume", step=state["step"])
-        tqdm.write(f"{name}: resuming at step {state['step']} of {total_steps}")
+        if accelerator.is_main_process:
+            tqdm.write(f"{name}: resuming at step {state['step']} of {total_steps}")
     else:
         set_seed(seed)
         log.write(event="start", stage=name, task=task.name, train_examples=len(train_features),
@@ -136,7 +145,8 @@ def train_stage(
                   dev=results, best=improved)
         accelerator.log({f"{split}/{k}": v for split, m in results.items() for k, v in m.items()}, step=state["step"])
         shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[task.dev_splits[0]].items() if k != "score")
-        tqdm.write(f"{name} step {state['step']}: dev {shown}{' (best)' if improved else ''}")
+        if accelerator.is_main_process:
+            tqdm.write(f"{name} step {state['step']}: dev {shown}{' (best)' if improved else ''}")
         model.train()
 
     bar = tqdm(total=total_steps, initial=state["step"], desc=name, disable=not accelerator.is_local_main_process)
@@ -149,6 +159,7 @@ def train_stage(
                                                  seed=seed * 1000 + epoch))
         if offset:
             loader = accelerator.skip_first_batches(loader, offset)
+        step_before = state["step"]
         for batch in loader:
             terms = loss_fn(model, batch)
             loss = terms["loss"]
@@ -183,6 +194,7 @@ def train_stage(
                                 dict(state))
             if step >= total_steps:
                 break
+        assert state["step"] > step_before, f"epoch {epoch} yielded no batch after step {step_before}"
     bar.close()
     state["train_seconds"] += time.perf_counter() - segment_start
 
@@ -199,10 +211,12 @@ def train_stage(
     }
     log.write(event="end", best_step=state["best_step"], wall_time_s=metrics["wall_time_s"])
     log.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): that also ends the process group the next stage uses
+        tracker.finish()
     if accelerator.is_main_process:
         write_json(out / METRICS_FILE, metrics)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    accelerator.wait_for_everyone()  # the next stage may read this one's folder
     return metrics
 
 
@@ -211,10 +225,12 @@ def finetune(config: FinetuneConfig) -> dict:
     started = time.perf_counter()
     task = get_task(config.task)
     out = Path(config.out)
-    if prepare_run_dir(out, config.run_fields(), config.overwrite):
+    accelerator = make_accelerator(out, config.tensorboard)
+    with accelerator.main_process_first():  # one process prepares the folder, the others then check it
+        finished = prepare_run_dir(out, config.run_fields(), config.overwrite)
+    if finished:
         tqdm.write(f"{out} already holds this finished run; not training again (use --overwrite to redo it)")
         return json.loads((out / METRICS_FILE).read_text())
-    accelerator = make_accelerator(out, config.tensorboard)
     set_seed(config.seed)  # the new head's initialisation
     tokenizer = load_tokenizer(config.model)
     model, new_head = load_model(config.model, task)
@@ -229,5 +245,6 @@ def finetune(config: FinetuneConfig) -> dict:
         out=out, accelerator=accelerator, name=f"finetune {task.name}",
     )
     metrics = {"model": config.model, **metrics, "total_time_s": round(time.perf_counter() - started, 1)}
-    write_json(out / METRICS_FILE, metrics)
+    if accelerator.is_main_process:
+        write_json(out / METRICS_FILE, metrics)
     return metrics
