@@ -25,6 +25,8 @@ _EXPORTS = {
     "finetune": "xtc.train",
     "evaluate": "xtc.evaluation",
     "run_recipe": "xtc.pipeline",
+    "compress": "xtc.compression",
+    "CompressResult": "xtc.compression",
     "quantize_": "xtc.quant.apply",
     "QuantConfig": "xtc.quant.config",
     "QuantRule": "xtc.quant.config",
