@@ -78,3 +78,44 @@ def test_a_whole_recipe_runs_in_two_processes(dropout_free_tiny, glue_dir, tmp_p
     assert result.stdout.count("| quantize | 1 | W1A8 |") == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize"]
+
+
+def test_killed_two_process_run_resumes(dropout_free_tiny, glue_dir, tmp_path):
+    """SIGKILL to the launcher and both workers mid-training; the same command resumes from the one checkpoint."""
+    import contextlib
+    import signal
+    import time
+
+    import psutil
+
+    def start(out):
+        cmd = [sys.executable, "-m", "xtc", "finetune", "--model", str(dropout_free_tiny), "--task", "MRPC",
+               "--glue-dir", str(glue_dir), "--out", str(out), "--max-train-samples", "64", "--max-eval-samples", "16",
+               "--max-steps", "16", "--batch-size", "8", "--checkpoint-steps", "2", "--num-processes", "2"]
+        return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{out.name}.log", "ab"))
+
+    whole = start(tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, (tmp_path / "whole.log").read_text()[-2000:]
+    killed = start(tmp_path / "killed")
+    state = tmp_path / "killed" / "checkpoint" / "state.json"
+    deadline = time.time() + 200
+    while not state.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    family = [killed.pid, *(c.pid for c in psutil.Process(killed.pid).children(recursive=True))]
+    for pid in family:  # the launcher and its workers (which torch's launcher may start in their own groups)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    killed.wait()
+    time.sleep(1)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in family)
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the run ended before the kill"
+    resumed = start(tmp_path / "killed")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "killed.log").read_text()[-2000:]
+    events = [json.loads(line)["event"] for line in (tmp_path / "killed" / "train_log.jsonl").read_text().splitlines()]
+    assert events.count("resume") == 1 and events.count("end") == 1
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
