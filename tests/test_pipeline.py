@@ -189,3 +189,15 @@ def test_bad_stage_starts_are_refused(tmp_path, stage, message):
     recipe.write_text(f"stages:\n  - {{name: teacher, kind: finetune}}\n  - {stage}\n")
     result = xtc("run", "--recipe", recipe, "--task", "RTE", "--out", tmp_path / "o")
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_reuse_a_finished_stage(run_dir, glue_dir, tmp_path):
+    teacher, _ = run_dir
+    result = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+                 "--out", tmp_path / "w2", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}")
+    assert result.exit_code == 0, result.output
+    assert "| layer_reduction | 1 | FP32 |" in result.stdout and "| quantize | 1 | W2A8 |" in result.stdout
+    assert not (tmp_path / "w2" / "layer_reduction").exists()  # not trained again
+    bad = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+              "--out", tmp_path / "bad", *TINY, "--reuse", f"nosuch={teacher / 'layer_reduction'}")
+    assert bad.exit_code == 2 and "has no distill stage 'nosuch'" in bad.stderr

@@ -91,7 +91,8 @@ def build_student(stage: StageConfig, start: Path | str, task: GlueTask,
     return model
 
 
-def _start_of(stage: StageConfig, out: Path, teacher_dir: Path, previous: Path, tokenizer) -> Path | str:
+def _start_of(stage: StageConfig, stage_dirs: dict[str, Path], teacher_dir: Path, previous: Path,
+              tokenizer) -> Path | str:
     """Where a distill stage starts: the previous stage, the teacher, a named earlier stage, or a model."""
     if stage.init == "previous":
         return previous
@@ -103,7 +104,7 @@ def _start_of(stage: StageConfig, out: Path, teacher_dir: Path, previous: Path, 
             raise XtcError(f"stage {stage.name}: {name} has another vocabulary than the teacher; "
                            "the student must read the teacher's token ids")
         return name
-    return out / stage.init
+    return stage_dirs[stage.init]
 
 
 def _layer_map(student: torch.nn.Module) -> list[int]:
@@ -139,9 +140,23 @@ def run_recipe(config: RunConfig) -> list[dict]:
     train_features = tokenize(tokenizer, train_examples, config.max_seq_length)
     dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
 
+    reused = config.reused()
+    unknown = set(reused) - {s.name for s in recipe.stages[1:]}
+    if unknown:
+        raise XtcError(f"--reuse: the recipe has no distill stage {sorted(unknown)[0]!r}; its stages: "
+                       f"{', '.join(s.name for s in recipe.stages[1:])}")
     rows, previous, teacher_dir = [], None, None
+    stage_dirs = {s.name: reused.get(s.name, out / s.name) for s in recipe.stages}
     for stage in recipe.stages:
         stage_dir = out / stage.name
+        if stage.name in reused:  # a finished folder given by the user stands for this stage
+            previous = reused[stage.name]
+            if not (previous / METRICS_FILE).is_file():
+                raise XtcError(f"--reuse {stage.name}={previous}: not a finished stage folder (no {METRICS_FILE})")
+            metrics = json.loads((previous / METRICS_FILE).read_text())
+            rows.append({"stage": stage.name, **describe(previous), "dev": metrics["dev"],
+                         "wall_time_s": metrics["wall_time_s"], "note": f"given: {previous}"})
+            continue
         if stage.kind == "finetune" and config.teacher is not None:
             teacher_dir = previous = Path(config.teacher)
             load_model(teacher_dir, task)  # fail early on a teacher for another task
@@ -161,7 +176,7 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 loss_fn = cross_entropy_loss
             else:
                 teacher, _ = load_model(teacher_dir, task)
-                model = build_student(stage, _start_of(stage, out, teacher_dir, previous, tokenizer), task, teacher)
+                model = build_student(stage, _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer), task, teacher)
                 teacher.eval().to(accelerator.device)
                 kd = DistillationLoss(_layer_map(model), regression=task.is_regression,
                                       **stage.distill.model_dump(exclude={"label_weight"}))

@@ -322,6 +322,21 @@ class RunConfig(DataArgs, RunArgs):
     deepspeed_config: Path | None = Field(
         None, description="a DeepSpeed config: its compression_training section sets the layers and quantization"
     )
+    reuse: tuple[str, ...] = Field(
+        (), description="use a finished stage folder instead of training that distill stage: STAGE=DIR (repeatable)",
+        json_schema_extra={"repeatable": True},
+    )
+
+    @field_validator("reuse")
+    @classmethod
+    def _stage_folders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if "=" not in item or not item.split("=", 1)[1]:
+                raise ValueError(f"expected STAGE=DIR, got {item!r}")
+        return value
+
+    def reused(self) -> dict[str, Path]:
+        return {k: Path(v) for k, v in (item.split("=", 1) for item in self.reuse)}
 
     def load_recipe(self) -> "Recipe":
         """The recipe with ``--set``, ``--deepspeed-config`` and ``--teacher-layers`` applied, validated."""

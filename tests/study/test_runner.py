@@ -52,7 +52,7 @@ def test_cells_are_the_grid_times_the_tasks(study_file):
 
 @pytest.mark.parametrize("change,pattern", [
     ("  quantize.lrr: [1]\n", r"cell MRPC-.*unknown setting 'stages.quantize.lrr'"),
-    ("  teacher.lr: [1]\n", r"the teacher is shared by all cells of a task"),
+    ("  teacher.lr: [1]\n", r"stage .teacher. is shared by all cells of a task"),
     ("  quantize.epochs: []\n", r"grid key 'quantize.epochs' has no values"),
 ])
 def test_bad_grids_fail_before_running(study_file, change, pattern):
@@ -109,3 +109,73 @@ def test_a_failing_cell_is_recorded_and_the_study_goes_on(study_file, tmp_path, 
     assert "## Failed cells" in text and text.count("not valid for a 2-layer teacher") == 1
     assert (tmp_path / "s" / "report.html").read_text().startswith("<!doctype html>")
     assert (tmp_path / "s" / "plots" / "pareto.png").stat().st_size > 1000
+
+
+ONE_FACTOR = """
+model: bert-tiny
+tasks: [MRPC]
+recipe: xtc-w1a8-l3
+max_train_samples: 32
+max_eval_samples: 16
+shared: [layer_reduction]
+seeds: [1]
+set:
+  - teacher.max_steps=2
+  - layer_reduction.max_steps=2
+  - layer_reduction.layers=[1]
+  - quantize.max_steps=2
+  - teacher.batch_size=16
+  - layer_reduction.batch_size=16
+  - quantize.batch_size=16
+center: {quantize.lr: 1.0e-4, quantize.warmup_ratio: 0.1}
+grids:
+  lr: {quantize.lr: [1.0e-4, 5.0e-4]}
+  warmup: {quantize.warmup_ratio: [0.0, 0.1]}
+"""
+
+
+def test_one_factor_grids_share_their_center_cell(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(ONE_FACTOR.replace("seeds: [1]", "seeds: [1, 2]"))
+    grid = cells(load_study(path))
+    settings = [(c.settings["quantize.lr"], c.settings["quantize.warmup_ratio"], c.seed) for c in grid]
+    # (1e-4, 0.1) is reached by both sub-grids: one cell per seed, not two
+    assert sorted(settings) == sorted([(1e-4, 0.1, 1), (1e-4, 0.1, 2), (5e-4, 0.1, 1), (5e-4, 0.1, 2),
+                                       (1e-4, 0.0, 1), (1e-4, 0.0, 2)])
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ("center: {quantize.lr: 1.0e-4, quantize.warmup_ratio: 0.1}", "leaves \\['quantize.warmup_ratio'\\] unset"),
+    ("grids:", "give either grid .* or grids"),
+    ("  lr: {quantize.lr: [1.0e-4, 5.0e-4]}", "stage 'layer_reduction' is shared by all cells"),
+    ("  lr: {quantize.lr: [1.0e-4, 5.0e-4]}", "seeds are given by `seeds`"),
+])
+def test_bad_one_factor_studies_fail_before_running(tmp_path, change, pattern):
+    replacement = {
+        "leaves": "center: {quantize.lr: 1.0e-4}",
+        "give": "grid: {quantize.lr: [1]}\ngrids:",
+        "stage": "  lr: {layer_reduction.lr: [1.0e-4, 5.0e-4]}",
+        "seeds": "  lr: {quantize.lr: [1.0e-4], seed: [3]}",
+    }[pattern.split()[0].strip("\\[")]
+    path = tmp_path / "s.yaml"
+    path.write_text(ONE_FACTOR.replace(change, replacement))
+    with pytest.raises(XtcError, match=pattern):
+        load_study(path)
+
+
+def test_shared_stage_is_trained_once_and_reused_by_every_cell(tmp_path, glue_dir):
+    from xtc.study.report import write_report
+
+    path = tmp_path / "s.yaml"
+    path.write_text(ONE_FACTOR)
+    out = tmp_path / "study"
+    result = CliRunner().invoke(main, ["study", str(path), "--out", str(out), "--glue-dir", str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    records = read_results(out)
+    assert len(records) == 3 and all(r["status"] == "ok" for r in records)
+    assert (out / "teachers" / "MRPC" / "layer_reduction" / "metrics.json").is_file()
+    for cell in (out / "cells").iterdir():
+        if cell.is_dir():
+            assert not (cell / "layer_reduction").exists() and (cell / "quantize" / "metrics.json").is_file()
+    report = write_report(out).read_text()
+    assert "by_quantize_lr.png" in report and "by_quantize_warmup_ratio.png" in report

@@ -14,7 +14,19 @@ grid:                            # every combination is one cell per task
 ```
 
 The teacher stage is shared by all cells of a task (fine-tuned once), so the grid
-may not vary it.
+may not vary it. A study of many factors uses one-factor sub-grids instead, each varying
+its keys around a center, the stages in ``shared`` trained once per task (from the base
+recipe) and reused by every cell, and ``seeds`` repeating every cell:
+
+```yaml
+recipe: xtc-w1a8-l3
+shared: [layer_reduction]        # one layer-reduced student per task, every cell quantizes it
+seeds: [1, 2]
+center: {quantize.epochs: 3, quantize.lr: 5.0e-5}
+grids:
+  budget: {quantize.epochs: [1, 3, 6]}
+  lr: {quantize.lr: [2.0e-5, 5.0e-5, 1.0e-4]}   # (3 epochs, 5e-5) is one cell, shared by both
+```
 """
 
 import hashlib
@@ -24,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError, format_validation_error
@@ -40,7 +52,14 @@ class StudyConfig(_Config):
     tasks: list[str] = Field(min_length=1, description="GLUE tasks; every grid cell runs on each")
     recipe: str = Field("xtc-w1a8-l3", description="base recipe (preset or file) of every cell")
     set: list[str] = Field([], description="overrides applied to every cell: STAGE.FIELD=VALUE")
-    grid: dict[str, list[Any]] = Field(description="STAGE.FIELD (or recipe, seed) -> values to try")
+    grid: dict[str, list[Any]] | None = Field(None, description="STAGE.FIELD (or recipe, seed) -> values to try")
+    grids: dict[str, dict[str, list[Any]]] | None = Field(
+        None, description="named one-factor sub-grids (instead of grid): each varies its keys around `center`")
+    center: dict[str, Any] = Field({}, description="with grids: the value of every key a sub-grid does not vary")
+    seeds: list[int] | None = Field(None, description="run every cell once per seed (the grid may then not vary "
+                                    "seed)")
+    shared: list[str] = Field([], description="distill stages trained once per task (after the teacher) and "
+                              "reused by every cell; the grid may not vary them")
     seed: int = Field(42, description="seed of the shared teachers, and of cells when the grid has no seed")
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     max_eval_samples: int | None = Field(None, gt=0, description="evaluate on the first N dev rows only")
@@ -54,15 +73,33 @@ class StudyConfig(_Config):
         except XtcError as e:
             raise ValueError(str(e)) from None
 
-    @field_validator("grid")
-    @classmethod
-    def _grid_values(cls, value: dict[str, list]) -> dict[str, list]:
-        for key, values in value.items():
-            if not values:
-                raise ValueError(f"grid key {key!r} has no values")
-            if key.split(".")[0] == "teacher":
-                raise ValueError(f"grid key {key!r}: the teacher is shared by all cells of a task; vary the students")
-        return value
+    @model_validator(mode="after")
+    def _one_grid_form(self):
+        if (self.grid is None) == (self.grids is None):
+            raise ValueError("give either grid (every combination) or grids (one-factor sub-grids around center)")
+        if self.grid is not None and self.center:
+            raise ValueError("center goes with grids, not grid")
+        for name, sub in (self.grids or {"grid": self.grid}).items():
+            if self.seeds is not None and "seed" in sub:
+                raise ValueError(f"{name}: seeds are given by `seeds`; do not vary seed in a grid too")
+            for key, values in sub.items():
+                if not values:
+                    raise ValueError(f"grid key {key!r} has no values")
+                stage = key.split(".")[0]
+                if stage == "teacher" or stage in self.shared:
+                    raise ValueError(f"grid key {key!r}: stage {stage!r} is shared by all cells of a task; "
+                                     "vary the other stages")
+            if self.grids is not None:
+                missing = [k for k in self.grid_keys() if k not in sub and k not in self.center and k != "seed"]
+                if missing:
+                    raise ValueError(f"sub-grid {name!r} leaves {missing} unset: give them in center")
+        return self
+
+    def grid_keys(self) -> list[str]:
+        """Every key a cell is described by, in file order."""
+        subs = [self.grid] if self.grid is not None else list((self.grids or {}).values())
+        seeds = ["seed"] if self.seeds is not None else []
+        return list(dict.fromkeys([*(k for sub in subs for k in sub), *self.center, *seeds]))
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -79,9 +116,12 @@ def load_study(path: str | Path) -> StudyConfig:
         raise XtcError(f"{path}: {format_validation_error(e, flags=False)}") from None
     for cell in cells(study):
         try:
-            load_recipe(cell.recipe, cell.overrides)
+            recipe = load_recipe(cell.recipe, cell.overrides)
         except XtcError as e:
             raise XtcError(f"{path}: cell {cell.name}: {e}") from None
+        missing = set(study.shared) - {s.name for s in recipe.stages[1:]}
+        if missing:
+            raise XtcError(f"{path}: cell {cell.name}: its recipe has no stage {sorted(missing)[0]!r} to share")
     return study
 
 
@@ -104,6 +144,16 @@ def _yaml_value(value) -> str:
 
 
 def cells(study: StudyConfig) -> list[Cell]:
-    keys = list(study.grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(study.grid[k] for k in keys))]
+    """Every combination of ``grid``; or, with ``grids``, the union of each sub-grid's combinations,
+    the other keys at their ``center`` values (a setting reached by two sub-grids is one cell)."""
+    combos: list[dict] = []
+    for sub in [study.grid] if study.grid is not None else list(study.grids.values()):
+        keys = list(sub)
+        for values in itertools.product(*(sub[k] for k in keys)):
+            combo = {**study.center, **dict(zip(keys, values))}
+            for seed in study.seeds or [None]:
+                cell = {**combo, "seed": seed} if seed is not None else combo
+                cell = {k: cell[k] for k in study.grid_keys() if k in cell}
+                if cell not in combos:
+                    combos.append(cell)
     return [Cell(study, task, combo) for task in study.tasks for combo in combos]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
+from xtc.study.config import StudyConfig
 from xtc.study.runner import STUDY_FILE, read_results
 
 
@@ -133,14 +134,18 @@ def write_report(folder: str | Path) -> Path:
     ok = [r for r in records if r["status"] == "ok"]
     if not ok:
         raise XtcError(f"{folder}: no finished cell to report yet")
-    keys = [k for k in study["grid"] if k != "seed"]
+    config = StudyConfig.model_validate(study)
+    keys = [k for k in config.grid_keys() if k != "seed"]
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
     images = []
     for key in keys:
-        if len({_label(r["settings"].get(key)) for r in ok}) > 1:
+        # one-factor sub-grids: plot a key over the cells that hold every other key at its center value
+        others_at_center = [r for r in ok if all(_label(r["settings"].get(k)) == _label(v)
+                                                   for k, v in config.center.items() if k != key)]
+        if len({_label(r["settings"].get(key)) for r in others_at_center}) > 1:
             name = f"by_{key.replace('.', '_')}.png"
-            _plot_key(ok, key, plots / name)
+            _plot_key(others_at_center, key, plots / name)
             images.append((f"dev score by {key}", f"plots/{name}"))
     _plot_pareto(ok, plots / "pareto.png")
     images.append(("dev score vs packed size", "plots/pareto.png"))

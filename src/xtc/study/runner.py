@@ -56,31 +56,37 @@ def _last_error(log: Path) -> str:
     return (errors or lines or ["no output"])[-1][-500:]
 
 
-def _teacher(study: StudyConfig, task: str, out: Path, glue_dir: Path | None, threads: int) -> Path:
-    """Fine-tune (once) the base recipe's teacher stage for ``task``."""
-    folder = out / "teachers" / task
-    if (folder / "teacher" / "metrics.json").is_file():
-        return folder / "teacher"
+def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | None, threads: int) -> dict[str, Path]:
+    """Train (once) the base recipe's teacher and ``shared`` stages for ``task``: {stage name: folder}."""
     base = load_recipe(study.recipe, study.set)
+    stages = [base.stages[0], *(s for s in base.stages[1:] if s.name in study.shared)]
+    folder = out / "teachers" / task
+    names = [s.name for s in stages]
+    if all((folder / name / "metrics.json").is_file() for name in names):
+        return {name: folder / name for name in names}
     recipe_file = out / "teachers" / f"{task}.yaml"
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
-    recipe_file.write_text(yaml.safe_dump({"description": f"teacher of {task}",
-                                           "stages": [base.stages[0].model_dump(mode="json", exclude_none=True)]}))
+    recipe_file.write_text(yaml.safe_dump({"description": f"stages of {task} shared by the cells",
+                                           "stages": [s.model_dump(mode="json", exclude_none=True) for s in stages]}))
     log = out / "teachers" / f"{task}.log"
     proc = _xtc_run(["--recipe", str(recipe_file), "--task", task, "--out", str(folder), "--seed", str(study.seed),
                      *_common_args(study, glue_dir)], log, threads)
     if proc.returncode != 0:
-        raise XtcError(f"the teacher of {task} failed: {_last_error(log)} (log: {log})")
-    return folder / base.stages[0].name
+        raise XtcError(f"the shared stages of {task} failed: {_last_error(log)} (log: {log})")
+    return {name: folder / name for name in names}
 
 
-def _run_cell(cell: Cell, study: StudyConfig, teacher: Path, out: Path, glue_dir: Path | None, threads: int) -> dict:
+def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path, glue_dir: Path | None,
+              threads: int) -> dict:
     folder = out / "cells" / cell.name
     log = out / "cells" / f"{cell.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    args = ["--recipe", cell.recipe, "--task", cell.task, "--teacher", str(teacher), "--out", str(folder),
+    teacher, *reused = shared.items()
+    args = ["--recipe", cell.recipe, "--task", cell.task, "--teacher", str(teacher[1]), "--out", str(folder),
             "--seed", str(cell.seed), *_common_args(study, glue_dir)]
+    for name, stage_dir in reused:
+        args += ["--reuse", f"{name}={stage_dir}"]
     for override in cell.overrides:
         args += ["--set", override]
     proc = _xtc_run(args, log, threads)
@@ -110,10 +116,10 @@ def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | 
     todo = [c for c in cells(study) if c.name not in done]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     bar = tqdm(total=len(done) + len(todo), initial=len(done), desc="study", unit="cell")
-    teachers = {task: _teacher(study, task, out, glue, threads * jobs) for task in dict.fromkeys(c.task for c in todo)}
+    shared = {task: _shared_stages(study, task, out, glue, threads * jobs) for task in dict.fromkeys(c.task for c in todo)}
     records = []
     with ThreadPoolExecutor(jobs) as pool, (out / RESULTS).open("a", buffering=1) as results:
-        futures = [pool.submit(_run_cell, c, study, teachers[c.task], out, glue, threads) for c in todo]
+        futures = [pool.submit(_run_cell, c, study, shared[c.task], out, glue, threads) for c in todo]
         for future in as_completed(futures):
             record = future.result()
             results.write(json.dumps(record) + "\n")
