@@ -179,3 +179,13 @@ def test_shared_stage_is_trained_once_and_reused_by_every_cell(tmp_path, glue_di
             assert not (cell / "layer_reduction").exists() and (cell / "quantize" / "metrics.json").is_file()
     report = write_report(out).read_text()
     assert "by_quantize_lr.png" in report and "by_quantize_warmup_ratio.png" in report
+
+    # a study that is given its teacher does not train one
+    teacher = out / "teachers" / "MRPC" / "teacher"
+    path.write_text(ONE_FACTOR.replace("shared: [layer_reduction]", f"shared: [layer_reduction]\nteachers: {{MRPC: {teacher}}}")
+                    .replace("  warmup: {quantize.warmup_ratio: [0.0, 0.1]}\n", ""))
+    result = CliRunner().invoke(main, ["study", str(path), "--out", str(tmp_path / "again"), "--glue-dir", str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "again" / "teachers" / "MRPC" / "teacher").exists()
+    assert (tmp_path / "again" / "teachers" / "MRPC" / "layer_reduction" / "metrics.json").is_file()
+    assert all(r["status"] == "ok" for r in read_results(tmp_path / "again"))

@@ -58,6 +58,7 @@ class StudyConfig(_Config):
     center: dict[str, Any] = Field({}, description="with grids: the value of every key a sub-grid does not vary")
     seeds: list[int] | None = Field(None, description="run every cell once per seed (the grid may then not vary "
                                     "seed)")
+    teachers: dict[str, Path] = Field({}, description="already fine-tuned teachers by task (skips training them)")
     shared: list[str] = Field([], description="distill stages trained once per task (after the teacher) and "
                               "reused by every cell; the grid may not vary them")
     seed: int = Field(42, description="seed of the shared teachers, and of cells when the grid has no seed")
@@ -75,6 +76,9 @@ class StudyConfig(_Config):
 
     @model_validator(mode="after")
     def _one_grid_form(self):
+        unknown = set(self.teachers) - set(self.tasks)
+        if unknown:
+            raise ValueError(f"teachers: {sorted(unknown)[0]!r} is not one of the study's tasks {self.tasks}")
         if (self.grid is None) == (self.grids is None):
             raise ValueError("give either grid (every combination) or grids (one-factor sub-grids around center)")
         if self.grid is not None and self.center:

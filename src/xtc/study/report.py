@@ -140,9 +140,11 @@ def write_report(folder: str | Path) -> Path:
     plots.mkdir(exist_ok=True)
     images = []
     for key in keys:
-        # one-factor sub-grids: plot a key over the cells that hold every other key at its center value
+        # one-factor sub-grids: plot a key over the cells that hold every other key at its center value,
+        # except keys varied together with it in a sub-grid (e.g. budget x bits: one line per bit width)
+        together = {k for sub in (config.grids or {}).values() if key in sub for k in sub}
         others_at_center = [r for r in ok if all(_label(r["settings"].get(k)) == _label(v)
-                                                   for k, v in config.center.items() if k != key)]
+                                                   for k, v in config.center.items() if k not in together | {key})]
         if len({_label(r["settings"].get(key)) for r in others_at_center}) > 1:
             name = f"by_{key.replace('.', '_')}.png"
             _plot_key(others_at_center, key, plots / name)

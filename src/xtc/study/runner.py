@@ -62,18 +62,23 @@ def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | No
     stages = [base.stages[0], *(s for s in base.stages[1:] if s.name in study.shared)]
     folder = out / "teachers" / task
     names = [s.name for s in stages]
-    if all((folder / name / "metrics.json").is_file() for name in names):
-        return {name: folder / name for name in names}
+    given = study.teachers.get(task)
+    found = {name: folder / name for name in names}
+    if given is not None:
+        found[names[0]] = given
+    if all((found[name] / "metrics.json").is_file() for name in names):
+        return found
     recipe_file = out / "teachers" / f"{task}.yaml"
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
     recipe_file.write_text(yaml.safe_dump({"description": f"stages of {task} shared by the cells",
                                            "stages": [s.model_dump(mode="json", exclude_none=True) for s in stages]}))
     log = out / "teachers" / f"{task}.log"
+    teacher = ["--teacher", str(given)] if given is not None else []
     proc = _xtc_run(["--recipe", str(recipe_file), "--task", task, "--out", str(folder), "--seed", str(study.seed),
-                     *_common_args(study, glue_dir)], log, threads)
+                     *teacher, *_common_args(study, glue_dir)], log, threads)
     if proc.returncode != 0:
         raise XtcError(f"the shared stages of {task} failed: {_last_error(log)} (log: {log})")
-    return {name: folder / name for name in names}
+    return found
 
 
 def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path, glue_dir: Path | None,
