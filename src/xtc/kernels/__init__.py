@@ -32,7 +32,7 @@ def set_num_threads(n: int) -> None:
         raise ValueError("threads must be >= 1")
     if _pool is not None:
         _pool.shutdown()
-    _threads, _pool = n, (ThreadPoolExecutor(n) if n > 1 else None)
+    _threads, _pool = n, (ThreadPoolExecutor(n - 1) if n > 1 else None)
 
 
 def get_num_threads() -> int:
@@ -126,8 +126,10 @@ def _run(a, m, weights: LowbitWeights, scale, alpha, bias, out, path: str | None
         _lowbit.gemm(*args, 0, n, _path_id(path))
         return
     bounds = [min(n, b * _NB) for b in np.linspace(0, blocks, _threads + 1).round().astype(int)]
-    jobs = [_pool.submit(_lowbit.gemm, *args, lo, hi, _path_id(path)) for lo, hi in zip(bounds[:-1], bounds[1:])
-            if hi > lo]
+    slices = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    # the calling thread takes the first slice itself (one hand-off fewer per product)
+    jobs = [_pool.submit(_lowbit.gemm, *args, lo, hi, _path_id(path)) for lo, hi in slices[1:]]
+    _lowbit.gemm(*args, *slices[0], _path_id(path))
     for job in jobs:
         job.result()
 
