@@ -12,7 +12,8 @@ setup(
         Extension(
             "xtc.kernels._lowbit",
             sources=["src/xtc/kernels/lowbit.c"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_link_args=["-pthread"],
         )
     ]
 )

@@ -9,7 +9,6 @@ Shapes: activations ``(M, K)`` (tokens x features), weight codes ``(N, K)``
 gives the same numbers bit for bit (tests compare them).
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,19 +19,16 @@ PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" alway
 _PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
 _MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.c: rows per micro-kernel, columns per block, rows per panel
 
-# Kernels release the GIL: column blocks are split across this many threads.
+# Threads of the C kernels (POSIX threads, each taking a share of the output columns).
 _threads = 1
-_pool: ThreadPoolExecutor | None = None
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for the kernels (like torch.set_num_threads); each takes a slice of the output columns."""
-    global _threads, _pool
+    """Threads for the kernels (like torch.set_num_threads); each takes a share of the output columns."""
+    global _threads
     if n < 1:
         raise ValueError("threads must be >= 1")
-    if _pool is not None:
-        _pool.shutdown()
-    _threads, _pool = n, (ThreadPoolExecutor(n - 1) if n > 1 else None)
+    _threads = n
 
 
 def get_num_threads() -> int:
@@ -119,19 +115,8 @@ def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
 
 
 def _run(a, m, weights: LowbitWeights, scale, alpha, bias, out, path: str | None) -> None:
-    n, kp = weights.out_features, weights.padded_in_features
-    args = (a, m, kp, weights.neg, weights.nonzero, weights.colsum, n, scale, alpha, bias, out)
-    blocks = -(-n // _NB)
-    if _pool is None or blocks < 2:
-        _lowbit.gemm(*args, 0, n, _path_id(path))
-        return
-    bounds = [min(n, b * _NB) for b in np.linspace(0, blocks, _threads + 1).round().astype(int)]
-    slices = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-    # the calling thread takes the first slice itself (one hand-off fewer per product)
-    jobs = [_pool.submit(_lowbit.gemm, *args, lo, hi, _path_id(path)) for lo, hi in slices[1:]]
-    _lowbit.gemm(*args, *slices[0], _path_id(path))
-    for job in jobs:
-        job.result()
+    _lowbit.gemm(a, m, weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum,
+                 weights.out_features, scale, alpha, bias, out, _path_id(path), _threads)
 
 
 def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None) -> np.ndarray:

@@ -28,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,7 +276,7 @@ static int best_path(void) {
     return PATH_REFERENCE;
 }
 
-/* Columns [n_begin, n_end): n_begin a multiple of NB, so threads can take disjoint column ranges. */
+/* Columns [n_begin, n_end), n_begin a multiple of NB: threads take disjoint column ranges. */
 static int gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path) {
     if (path == PATH_REFERENCE) {
         gemm_ref(g, n_begin, n_end);
@@ -298,6 +299,46 @@ static int gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path)
     free(buf);
 #endif
     return 0;
+}
+
+/* Column blocks split across `threads` POSIX threads (the caller runs the first share): each
+ * thread expands only its own weight blocks and writes only its own output columns. */
+typedef struct {
+    const gemm_job *g;
+    int64_t n_begin, n_end;
+    int path, failed;
+} gemm_share;
+
+static void *gemm_share_run(void *arg) {
+    gemm_share *s = arg;
+    s->failed = gemm_run(s->g, s->n_begin, s->n_end, s->path);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+static int gemm_parallel(const gemm_job *g, int path, int threads) {
+    const int64_t blocks = (g->N + NB - 1) / NB;
+    if (threads > blocks) threads = (int)blocks;
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    gemm_share shares[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t < threads; t++) {
+        const int64_t lo = blocks * t / threads * NB, hi = blocks * (t + 1) / threads * NB;
+        shares[t] = (gemm_share){g, lo, hi < g->N ? hi : g->N, path, 0};
+    }
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, gemm_share_run, &shares[t]) == 0;
+    for (int t = 1; t < threads; t++)
+        if (!started[t]) gemm_share_run(&shares[t]); /* no thread to be had: run that share here */
+    gemm_share_run(&shares[0]);
+    int failed = shares[0].failed;
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(ids[t], NULL);
+        failed |= shares[t].failed;
+    }
+    return failed;
 }
 
 /* ---- Python bindings: contiguous buffers in, results written into caller-allocated buffers -------- */
@@ -346,17 +387,16 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, scale|None, alpha, bias|None, out, n_begin, n_end, path) */
+/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, scale|None, alpha, bias|None, out, path, threads) */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     PyObject *ao, *no, *zo, *co, *so, *alo, *bo, *oo;
-    long long M, Kp, N, n_begin, n_end;
-    int path;
-    if (!PyArg_ParseTuple(args, "OLLOOOLOOOOLLi", &ao, &M, &Kp, &no, &zo, &co, &N, &so, &alo, &bo, &oo, &n_begin,
-                          &n_end, &path))
+    long long M, Kp, N;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLOOOLOOOOii", &ao, &M, &Kp, &no, &zo, &co, &N, &so, &alo, &bo, &oo, &path,
+                          &threads))
         return NULL;
     if ((path = resolve_path(path)) < 0) return NULL;
-    if (Kp % 4 || n_begin % NB || n_begin < 0 || n_end > N || n_begin > n_end)
-        return PyErr_Format(PyExc_ValueError, "bad gemm bounds");
+    if (Kp % 4 || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad gemm shape");
     const long long np = (N + PANEL - 1) / PANEL, kq = Kp / 4, rows = (M + MR - 1) / MR * MR;
     Py_buffer views[8];
     int held = 0, ok = 1;
@@ -392,7 +432,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     int failed = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
-        failed = gemm_run(&g, n_begin, n_end, path);
+        failed = gemm_parallel(&g, path, threads);
         Py_END_ALLOW_THREADS
     }
     while (held) PyBuffer_Release(&views[--held]);
@@ -416,7 +456,7 @@ static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path)"},
     {"gemm", py_gemm, METH_VARARGS,
-     "gemm(a, M, Kp, neg, nonzero, colsum, N, scale, alpha, bias, out, n_begin, n_end, path)"},
+     "gemm(a, M, Kp, neg, nonzero, colsum, N, scale, alpha, bias, out, path, threads)"},
     {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
     {NULL, NULL, 0, NULL},
 };
