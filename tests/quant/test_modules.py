@@ -7,6 +7,7 @@ from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.config import QuantSpec
+from xtc.quant.apply import quantize_
 from xtc.quant.modules import QuantEmbedding, QuantLinear
 from xtc.quant.primitives import binarize, quantize_activation_per_token, quantize_symmetric, quantize_weight
 
@@ -114,3 +115,22 @@ def test_embedding_looks_up_rows_of_the_quantized_table(spec):
 def test_embedding_with_max_norm_is_refused():
     with pytest.raises(XtcError, match="max_norm"):
         QuantEmbedding.from_float(nn.Embedding(5, 3, max_norm=1.0), QuantSpec(weight_bits=1))
+
+
+@pytest.mark.parametrize("preset", ["w1a8", "w2a8"])
+@pytest.mark.parametrize("granularity", ["tensor", "row"])
+def test_eval_forward_is_the_packed_kernels_bit_for_bit(preset, granularity):
+    """In inference (eval, no grad) a QuantLinear computes what the packed runtime's kernel computes."""
+    from xtc.quant.config import QuantConfig, QuantRule
+    from xtc.runtime import PackedLinear
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(517, 70))
+    config = QuantConfig(rules=[QuantRule(pattern="0", weight_bits=int(preset[1]), act_bits=8, granularity=granularity)])
+    quantize_(model, config)
+    x = torch.randn(2, 9, 517) * 3
+    with torch.no_grad():
+        expected = model.eval()(x)
+        fake = F.linear(model[0].quantized_input(x), model[0].quantized_weight(), model[0].bias)
+    assert torch.equal(PackedLinear.from_quant_linear(model[0])(x), expected)
+    torch.testing.assert_close(expected, fake, rtol=1e-5, atol=1e-4)  # the same function, up to float rounding

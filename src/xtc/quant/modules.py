@@ -14,7 +14,8 @@ from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.config import QuantSpec
-from xtc.quant.primitives import StaticRange, quantize_activation_per_token, quantize_symmetric, quantize_weight
+from xtc.quant.primitives import (StaticRange, quantize_activation_per_token, quantize_symmetric, quantize_weight,
+                                  symmetric_codes, weight_codes)
 
 
 def _spec_repr(spec: QuantSpec, activations: bool) -> str:
@@ -58,7 +59,31 @@ class QuantLinear(nn.Module):
         return quantize_symmetric(x, s.act_bits, "tensor", max_abs=self.act_range(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_features) -> (..., out_features)
+        if not self.training and not torch.is_grad_enabled() and self._runs_packed():
+            return self._integer_forward(x)
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+    def _runs_packed(self) -> bool:
+        """The layers the packed runtime runs: 1-/2-bit weights, one scale per matrix or row, 8-bit per-token inputs."""
+        s = self.spec
+        return s.weight_bits in (1, 2) and s.granularity in ("tensor", "row") and s.act_bits == 8 \
+            and self.act_range is None
+
+    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference as the packed kernels compute it: the exact integer product of the codes, then
+        ``acc * (s_token * alpha) + bias``. Codes and scales are the fake-quant's, so this is the same
+        function as F.linear of the dequantized tensors, without its float rounding of the sums
+        (which can flip a borderline 8-bit code in the next layer): fake-quant eval and packed
+        runtime then agree bit for bit. The sums are exact in float32: |sum| <= 128 * K < 2^24."""
+        codes_w, alpha = weight_codes(self.weight, self.spec.weight_bits, self.spec.granularity)  # (N, K), (N|1,1,1)
+        rows = x.reshape(-1, self.in_features).float()  # (M, K)
+        codes_x, scale = symmetric_codes(rows, 8, "row")  # (M, K), (M, 1, 1)
+        assert self.in_features * 128 < 2**24, self.in_features
+        acc = F.linear(codes_x.float(), codes_w.float())  # (M, N), integers
+        y = acc * (scale.reshape(-1, 1) * alpha.reshape(1, -1))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
