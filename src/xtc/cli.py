@@ -120,8 +120,6 @@ def relaunch_in_processes(command: str, config: BaseModel, values: dict) -> bool
         elif isinstance(value, tuple):
             for item in value:
                 argv += [flag, str(item)]
-        elif name == "model" and command in ("eval", "export", "size", "predict"):
-            argv.append(str(value))
         else:
             argv += [flag, str(value)]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),

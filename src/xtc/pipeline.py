@@ -77,9 +77,8 @@ def build_student(stage: StageConfig, start: Path | str, task: GlueTask,
     if stage.layers is not None:
         if getattr(model.config, "xtc_quantization", None):
             raise XtcError(f"stage {stage.name}: layer reduction of an already quantized model is not supported")
-        arch = architecture(model.config.model_type)
-        num = getattr(model.config, arch.num_layers_key)
-        keep = stage.layers if isinstance(stage.layers, list) else default_teacher_layers(num, stage.layers)
+        keep = stage.layers if isinstance(stage.layers, list) else default_teacher_layers(_num_layers(model),
+                                                                                           stage.layers)
         model = reduce_layers(model, keep)
     if stage.quant is not None:
         wanted = get_quant_config(stage.quant).model_dump(mode="json")

@@ -8,8 +8,8 @@ LayerNorm and GELU run in torch, in FP32, as in training.
 
 A packed Linear computes ``y = acc * s_token * alpha + bias`` where ``acc`` is
 the exact int32 product of the 8-bit per-token activation codes with the 1-bit
-(or ternary) weight codes: the fake-quant model's arithmetic, up to float
-rounding of the sums. The codes are unpacked once at load into the kernels' bit
+(or ternary) weight codes: what a fake-quant QuantLinear computes in inference,
+bit for bit. The codes are unpacked once at load into the kernels' bit
 layout (kernels.prepare), still one bit per binary weight and two per ternary one.
 """
 
@@ -22,17 +22,8 @@ from torch import nn
 
 from xtc import kernels
 from xtc.errors import XtcError
-from xtc.packed import bits as packing
-from xtc.packed.read import PackedModel, read_packed
-
-
-def _weight_codes(packed: PackedModel, name: str) -> np.ndarray:
-    """{-1, 0, +1} int8 codes (rows, cols) of a ternary tensor (for kernels.prepare)."""
-    entry = packed.header["tensors"][name]
-    cols = int(np.prod(entry["shape"][1:]))
-    if entry["encoding"] == "ternary2":
-        return packing.unpack_ternary2(packed.stored[f"{name}.codes2"], cols)
-    return packing.unpack_trits(packed.stored[f"{name}.trits"], cols)
+from xtc.packed.layout import QUANTIZED_ENCODINGS
+from xtc.packed.read import DECODERS, PackedModel, read_packed
 
 
 class PackedLinear(nn.Module):
@@ -54,10 +45,7 @@ class PackedLinear(nn.Module):
             raise XtcError(f"{name}: the runtime runs one scale per matrix or per row, not per group (yet)")
         if act_bits != 8:
             raise XtcError(f"{name}: the runtime needs 8-bit activations, the model has {act_bits}")
-        if entry["bits"] == 1:
-            codes = packing.unpack_signs(packed.stored[f"{name}.weight.bits"], entry["shape"][1])
-        else:
-            codes = _weight_codes(packed, f"{name}.weight")
+        codes = packed.codes(f"{name}.weight")
         alpha = packed.stored[f"{name}.weight.scale"]
         bias = packed.dequantized(f"{name}.bias") if f"{name}.bias" in packed.header["tensors"] else None
         return cls(entry["bits"], kernels.prepare(codes, entry["bits"]), alpha, bias)
@@ -68,7 +56,7 @@ class PackedLinear(nn.Module):
         from xtc.quant.primitives import weight_codes
 
         spec = layer.spec
-        assert spec.act_bits == 8 and spec.weight_bits in (1, 2) and spec.granularity in ("tensor", "row")
+        assert layer.runs_packed(), spec
         codes, scale = weight_codes(layer.weight.detach(), spec.weight_bits, spec.granularity)
         bias = None if layer.bias is None else layer.bias.detach().numpy()
         return cls(spec.weight_bits, kernels.prepare(codes.numpy(), spec.weight_bits), scale.numpy(), bias)
@@ -91,19 +79,16 @@ class PackedEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = entry["shape"]
         if entry["granularity"] == "group":
             raise XtcError(f"{name}: the runtime runs one scale per table or per row, not per group (yet)")
-        self.encoding = entry["encoding"]
-        self.stored = packed.stored[f"{name}.weight" + {"binary": ".bits", "ternary2": ".codes2",
-                                                          "ternary_base3": ".trits"}[self.encoding]]
+        self.decode = DECODERS[entry["encoding"]]
+        self.stored = packed.packed_codes(f"{name}.weight")
         self.scale = packed.stored[f"{name}.weight.scale"]  # (1, 1) or (rows, 1)
         self.padding_idx = padding_idx
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1).numpy()
         rows = self.stored[flat]
-        unpack = {"binary": packing.unpack_signs, "ternary2": packing.unpack_ternary2,
-                  "ternary_base3": packing.unpack_trits}[self.encoding]
         scale = self.scale if self.scale.shape[0] == 1 else self.scale[flat]
-        values = unpack(rows, self.embedding_dim).astype(np.float32) * scale
+        values = self.decode(rows, self.embedding_dim).astype(np.float32) * scale
         return torch.from_numpy(values).reshape(*ids.shape, self.embedding_dim)
 
 
@@ -121,7 +106,7 @@ def load(folder: str | Path):
         model = AutoModelForSequenceClassification.from_config(config)
     rules = packed.header["quantization"]["rules"]
     quantized = {name.removesuffix(".weight") for name, e in packed.header["tensors"].items()
-                 if e["encoding"] in ("binary", "ternary2", "ternary_base3")}
+                 if e["encoding"] in QUANTIZED_ENCODINGS}
     for name in sorted(quantized):
         module = model.get_submodule(name)
         if isinstance(module, nn.Linear):

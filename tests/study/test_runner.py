@@ -14,8 +14,8 @@ from xtc.errors import XtcError
 from xtc.study.config import cells, load_study
 from xtc.study.runner import read_results
 
-STUDY = """
-description: a tiny study
+# bert-tiny with budgets of 2 steps per stage: what every study here shares
+TINY_BASE = """
 model: bert-tiny
 tasks: [MRPC]
 recipe: xtc-w1a8-l3
@@ -29,6 +29,9 @@ set:
   - teacher.batch_size=16
   - layer_reduction.batch_size=16
   - quantize.batch_size=16
+"""
+
+STUDY = TINY_BASE + """description: a tiny study
 grid:
   quantize.lr: [1.0e-4, 5.0e-4]
   seed: [1, 2]
@@ -111,22 +114,8 @@ def test_a_failing_cell_is_recorded_and_the_study_goes_on(study_file, tmp_path, 
     assert (tmp_path / "s" / "plots" / "pareto.png").stat().st_size > 1000
 
 
-ONE_FACTOR = """
-model: bert-tiny
-tasks: [MRPC]
-recipe: xtc-w1a8-l3
-max_train_samples: 32
-max_eval_samples: 16
-shared: [layer_reduction]
+ONE_FACTOR = TINY_BASE + """shared: [layer_reduction]
 seeds: [1]
-set:
-  - teacher.max_steps=2
-  - layer_reduction.max_steps=2
-  - layer_reduction.layers=[1]
-  - quantize.max_steps=2
-  - teacher.batch_size=16
-  - layer_reduction.batch_size=16
-  - quantize.batch_size=16
 center: {quantize.lr: 1.0e-4, quantize.warmup_ratio: 0.1}
 grids:
   lr: {quantize.lr: [1.0e-4, 5.0e-4]}

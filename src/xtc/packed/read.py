@@ -19,6 +19,8 @@ from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER,
                                STORED, WEIGHTS_FILE, scale_shape, stored_shape)
 
 _DTYPES = {"bits": np.uint8, "codes2": np.uint8, "trits": np.uint8, "int8": np.int8, "scale": np.float32}
+# a 1-/2-bit encoding's decoder: packed rows uint8 (rows, bytes), cols -> int8 codes (rows, cols)
+DECODERS = {"binary": packing.unpack_signs, "ternary2": packing.unpack_ternary2, "ternary_base3": packing.unpack_trits}
 
 
 @dataclass
@@ -26,6 +28,15 @@ class PackedModel:
     folder: Path
     header: dict
     stored: dict[str, np.ndarray]  # stored tensors by their on-disk name
+
+    def packed_codes(self, name: str) -> np.ndarray:
+        """The stored code bytes (rows, bytes) of a 1-/2-bit logical tensor."""
+        return self.stored[name + STORED[self.header["tensors"][name]["encoding"]][0]]
+
+    def codes(self, name: str) -> np.ndarray:
+        """The int8 codes (rows, cols) of a 1-/2-bit logical tensor: {-1, +1} or {-1, 0, +1}."""
+        entry = self.header["tensors"][name]
+        return DECODERS[entry["encoding"]](self.packed_codes(name), math.prod(entry["shape"][1:]))
 
     def dequantized(self, name: str) -> np.ndarray:
         """The float32 values of one logical tensor (for checks and the reference path)."""
@@ -37,11 +48,7 @@ class PackedModel:
         scale = self.stored[f"{name}.scale"]  # (1, 1), (rows, 1) or (rows, groups)
         if encoding == "int8_row":
             return (self.stored[f"{name}.int8"].astype(np.float32) * scale).reshape(shape)
-        codes = {
-            "binary": lambda: packing.unpack_signs(self.stored[f"{name}.bits"], cols),
-            "ternary2": lambda: packing.unpack_ternary2(self.stored[f"{name}.codes2"], cols),
-            "ternary_base3": lambda: packing.unpack_trits(self.stored[f"{name}.trits"], cols),
-        }[encoding]().astype(np.float32)
+        codes = self.codes(name).astype(np.float32)
         if entry["granularity"] == "group":
             scale = np.repeat(scale, entry["group_size"], axis=1)[:, :cols]
         values = codes * scale

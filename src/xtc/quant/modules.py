@@ -59,11 +59,11 @@ class QuantLinear(nn.Module):
         return quantize_symmetric(x, s.act_bits, "tensor", max_abs=self.act_range(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_features) -> (..., out_features)
-        if not self.training and not torch.is_grad_enabled() and self._runs_packed():
+        if not self.training and not torch.is_grad_enabled() and self.runs_packed():
             return self._integer_forward(x)
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
 
-    def _runs_packed(self) -> bool:
+    def runs_packed(self) -> bool:
         """The layers the packed runtime runs: 1-/2-bit weights, one scale per matrix or row, 8-bit per-token inputs."""
         s = self.spec
         return s.weight_bits in (1, 2) and s.granularity in ("tensor", "row") and s.act_bits == 8 \
