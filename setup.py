@@ -14,6 +14,7 @@ setup(
             sources=["src/xtc/kernels/lowbit.c"],
             extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
+            libraries=["dl"],  # dlopen: finding the process's OpenMP runtime (glibc < 2.34)
         )
     ]
 )

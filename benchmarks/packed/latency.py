@@ -218,7 +218,7 @@ def main() -> None:
 
 def kernels_info() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{cpu}, kernel path {kernels.PATHS[-1]}"
+    return f"{cpu}, kernel path {kernels.PATHS[-1]}, kernel threads: {kernels.threading()}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """The C kernels: exact integer accumulators on every path, bit-identical float outputs across paths,
 and the fake-quant's activation codes."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -89,16 +93,53 @@ def test_activation_codes_match_the_fake_quant(shape, path):
     assert (a[m:] == 128).all() and (a[:, k:] == 128).all()  # padding is code 0
 
 
-def test_threads_split_columns_and_give_the_same_numbers():
-    rng = np.random.default_rng(7)
-    x, codes = rng.standard_normal((37, 300)).astype(np.float32), random_weights(rng, 2, 200, 300)
-    weights, alpha = kernels.prepare(codes, 2), rng.uniform(0.1, 1, 200).astype(np.float32)
-    single = kernels.linear(x, weights, alpha)
-    kernels.set_num_threads(2)
-    try:
-        assert np.array_equal(kernels.linear(x, weights, alpha), single)
-    finally:
-        kernels.set_num_threads(1)
+@pytest.mark.parametrize("path", PATHS)
+def test_activation_codes_at_rounding_ties_and_tiny_scales_match_the_fake_quant(path):
+    """The AVX-512 path multiplies by 1 / scale and divides only near a tie: values at and 1-3 ulp
+    around every half-integer multiple of the scale, and scales so small that 1 / scale overflows."""
+    rows = []
+    for s in (np.float32(0.0123457), np.float32(3.3e-3), np.float32(0.7071068)):
+        ties = (np.arange(-128, 128, dtype=np.float32) + np.float32(0.5)) * s
+        near = [np.nextafter(ties, np.float32(sign * np.inf) * np.ones_like(ties)) for sign in (-1, 1)]
+        row = np.concatenate([[128 * s], ties, *near, near[0] - ties * np.float32(2 ** -22)]).astype(np.float32)
+        rows.append(row)
+    k = len(rows[0])
+    tiny = np.random.default_rng(0).standard_normal((2, k)).astype(np.float32)
+    tiny[0] *= np.float32(1e-36) / np.abs(tiny[0]).max()  # scale subnormal, its reciprocal finite
+    tiny[1] *= np.float32(1e-40) / np.abs(tiny[1]).max()  # scale subnormal, its reciprocal infinite
+    x = np.stack([*rows, *tiny]).astype(np.float32)
+    a, scale = kernels.quantize_rows(x, path=path)
+    codes, scales = symmetric_codes(torch.from_numpy(x), 8, "row")
+    assert np.array_equal(scale, scales.numpy().reshape(-1))
+    assert np.array_equal(a[: len(x), :k].astype(np.int16) - 128, codes.numpy())
+
+
+THREAD_SPLIT = """
+import sys
+import numpy as np
+if sys.argv[1] == "torch":
+    import torch  # brings its OpenMP runtime, whose team the kernels then share
+from xtc import kernels
+rng = np.random.default_rng(7)
+x, codes = rng.standard_normal((37, 300)).astype(np.float32), rng.choice([-1, 0, 1], (200, 300)).astype(np.int8)
+weights, alpha = kernels.prepare(codes, 2), rng.uniform(0.1, 1, 200).astype(np.float32)
+single = kernels.linear(x, weights, alpha)
+kernels.set_num_threads(3)
+assert np.array_equal(kernels.linear(x, weights, alpha), single)
+print(kernels.threading())
+"""
+
+
+@pytest.mark.parametrize("runtime, env, expected", [
+    ("numpy", {}, "pthreads"),                            # no OpenMP runtime in the process
+    ("torch", {}, "openmp ("),  # torch's team runs the shares
+    ("torch", {"OMP_THREAD_LIMIT": "1"}, "openmp ("),  # a team of 1 still runs all 3 shares
+])
+def test_threads_split_columns_and_give_the_same_numbers(runtime, env, expected):
+    out = subprocess.run([sys.executable, "-c", THREAD_SPLIT, runtime], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(expected)
 
 
 def test_bad_codes_and_paths_are_refused():

@@ -35,6 +35,12 @@ def get_num_threads() -> int:
     return _threads
 
 
+def threading() -> str:
+    """What runs the kernels' threads: ``"openmp (LIB)"``, the process's OpenMP team (torch's,
+    once torch is imported; sharing it keeps the two from fighting for cores), else ``"pthreads"``."""
+    return _lowbit.threading()
+
+
 def _path_id(path: str | None) -> int:
     if path is None:
         return 0
@@ -146,4 +152,4 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
 
 
 __all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "quantize_rows",
-           "set_num_threads"]
+           "set_num_threads", "threading"]

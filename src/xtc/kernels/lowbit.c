@@ -26,7 +26,9 @@
  *     sum_k (q + 128) w = sum_k q w + 128 * colsum[n],   colsum[n] = sum_k w[n,k].
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* RTLD_NOLOAD */
 #include <Python.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -104,28 +106,49 @@ static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int64_t Kp, 
 /* ---- AVX-512 VNNI ---------------------------------------------------------------------------------- */
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
+/* x / s rounded to the nearest integer, as the reference computes it, but mostly without the
+ * division (a third of the Linear's time at 128 tokens with it). r = fl(1 / s) and v = fl(x * r)
+ * differ from the exact x / s by at most 2 ulp of |x / s| <= 128, i.e. 2^-15: when v is more
+ * than TIE_MARGIN = 2^-12 away from a half-integer, rint(v) = rint(fl(x / s)). A vector with any
+ * lane closer to a tie is divided (about 1 vector in 100). */
+#define TIE_MARGIN (1.0f / 4096.0f)
+
+AVX512 static inline __m512 rounded_quotient(__m512 x, __m512 s, __m512 r, int divide) {
+    if (divide) return _mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 v = _mm512_mul_ps(x, r);
+    const __m512 rounded = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 off_tie = _mm512_abs_ps(_mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(v, rounded)), _mm512_set1_ps(0.5f)));
+    if (_mm512_cmp_ps_mask(off_tie, _mm512_set1_ps(TIE_MARGIN), _CMP_LT_OQ) == 0) return rounded;
+    return rounded_quotient(x, s, r, 1);
+}
+
 AVX512 static void quantize_rows_avx512(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a,
                                         float *scale) {
-    const __m512 lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
-    const __m128i offset = _mm_set1_epi8((char)0x80);
+    const __m512 offset = _mm512_set1_ps(128.0f);
     for (int64_t m = 0; m < M; m++) {
         const float *row = x + m * K;
-        __m512 vmax = _mm512_setzero_ps();
-        for (int64_t k = 0; k < K; k += 16) {
-            const __mmask16 live = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(live, row + k)));
+        __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0; /* 4 chains: max has a 4-cycle latency */
+        int64_t k = 0;
+        for (; k + 64 <= K; k += 64) {
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(row + k)));
+            m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(row + k + 16)));
+            m2 = _mm512_max_ps(m2, _mm512_abs_ps(_mm512_loadu_ps(row + k + 32)));
+            m3 = _mm512_max_ps(m3, _mm512_abs_ps(_mm512_loadu_ps(row + k + 48)));
         }
-        float s = _mm512_reduce_max_ps(vmax) / 128.0f;
+        for (; k < K; k += 16) {
+            const __mmask16 live = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_maskz_loadu_ps(live, row + k)));
+        }
+        float s = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3))) / 128.0f;
         if (!(s > 0.0f)) s = 1.0f;
         scale[m] = s;
-        const __m512 vs = _mm512_set1_ps(s);
-        for (int64_t k = 0; k < K; k += 16) {
+        const __m512 vs = _mm512_set1_ps(s), vr = _mm512_set1_ps(1.0f / s);
+        const int divide = !isfinite(1.0f / s); /* a subnormal scale: its reciprocal overflows */
+        for (k = 0; k < K; k += 16) {
             const __mmask16 live = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-            __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(live, row + k), vs); /* IEEE division, as x / s */
-            v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            const __m128i q = _mm_xor_si128(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)), offset);
-            _mm_mask_storeu_epi8(a + m * Kp + k, live, q);
+            /* code + 128 in [0, 256], exactly: saturating to a byte clamps code 128 to 127 */
+            const __m512 v = _mm512_add_ps(rounded_quotient(_mm512_maskz_loadu_ps(live, row + k), vs, vr, divide), offset);
+            _mm_mask_storeu_epi8(a + m * Kp + k, live, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
         }
     }
 }
@@ -301,8 +324,15 @@ static int gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path)
     return 0;
 }
 
-/* Column blocks split across `threads` POSIX threads (the caller runs the first share): each
- * thread expands only its own weight blocks and writes only its own output columns. */
+/* ---- threads ---------------------------------------------------------------------------------------
+ * Column blocks are split across threads: each share expands only its own weight blocks and
+ * writes only its own output columns.
+ *
+ * When the process already runs an OpenMP runtime (torch's libgomp, or Intel's libiomp5, which
+ * exports the same GOMP_ entry points), the shares run on that runtime's thread team. Our own
+ * threads would fight its workers, which spin for a while after every torch op, for the same
+ * cores: with 2 threads on 2 cores the model then ran slower than with 1. Otherwise the shares
+ * run on POSIX threads. The runtime is found, never loaded (RTLD_NOLOAD): nothing to link. */
 typedef struct {
     const gemm_job *g;
     int64_t n_begin, n_end;
@@ -315,7 +345,48 @@ static void *gemm_share_run(void *arg) {
     return NULL;
 }
 
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_query_fn)(void);
+static struct {
+    gomp_parallel_fn parallel;
+    omp_query_fn thread_num, num_threads;
+    const char *name;
+} openmp;
+static pthread_mutex_t openmp_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Looked for until found: torch (and its runtime) may be imported after the first call. */
+static void find_openmp(void) {
+    pthread_mutex_lock(&openmp_lock);
+    const char *names[] = {"libgomp.so.1", "libiomp5.so"};
+    for (size_t i = 0; i < sizeof names / sizeof *names && !openmp.parallel; i++) {
+        void *lib = dlopen(names[i], RTLD_LAZY | RTLD_NOLOAD);
+        if (!lib) continue;
+        gomp_parallel_fn parallel = (gomp_parallel_fn)dlsym(lib, "GOMP_parallel");
+        omp_query_fn thread_num = (omp_query_fn)dlsym(lib, "omp_get_thread_num");
+        omp_query_fn num_threads = (omp_query_fn)dlsym(lib, "omp_get_num_threads");
+        if (parallel && thread_num && num_threads) {
+            openmp.parallel = parallel, openmp.thread_num = thread_num, openmp.num_threads = num_threads;
+            openmp.name = names[i];
+            break; /* the handle stays open: the runtime must outlive our calls */
+        }
+        dlclose(lib);
+    }
+    pthread_mutex_unlock(&openmp_lock);
+}
+
 #define MAX_THREADS 64
+
+typedef struct {
+    gemm_share *shares;
+    int count;
+} share_list;
+
+/* Runs on every thread of the OpenMP team; a team smaller than asked still runs every share. */
+static void run_shares_openmp(void *arg) {
+    share_list *list = arg;
+    const int team = openmp.num_threads(), me = openmp.thread_num();
+    for (int t = me; t < list->count; t += team) gemm_share_run(&list->shares[t]);
+}
 
 static int gemm_parallel(const gemm_job *g, int path, int threads) {
     const int64_t blocks = (g->N + NB - 1) / NB;
@@ -323,21 +394,26 @@ static int gemm_parallel(const gemm_job *g, int path, int threads) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     gemm_share shares[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int t = 0; t < threads; t++) {
         const int64_t lo = blocks * t / threads * NB, hi = blocks * (t + 1) / threads * NB;
         shares[t] = (gemm_share){g, lo, hi < g->N ? hi : g->N, path, 0};
     }
-    for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, gemm_share_run, &shares[t]) == 0;
-    for (int t = 1; t < threads; t++)
-        if (!started[t]) gemm_share_run(&shares[t]); /* no thread to be had: run that share here */
-    gemm_share_run(&shares[0]);
-    int failed = shares[0].failed;
-    for (int t = 1; t < threads; t++) {
-        if (started[t]) pthread_join(ids[t], NULL);
-        failed |= shares[t].failed;
+    if (threads > 1 && !openmp.parallel) find_openmp();
+    if (threads > 1 && openmp.parallel) {
+        share_list list = {shares, threads};
+        openmp.parallel(run_shares_openmp, &list, (unsigned)threads, 0);
+    } else {
+        pthread_t ids[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, gemm_share_run, &shares[t]) == 0;
+        for (int t = 1; t < threads; t++)
+            if (!started[t]) gemm_share_run(&shares[t]); /* no thread to be had: run that share here */
+        gemm_share_run(&shares[0]);
+        for (int t = 1; t < threads; t++)
+            if (started[t]) pthread_join(ids[t], NULL);
     }
+    int failed = 0;
+    for (int t = 0; t < threads; t++) failed |= shares[t].failed;
     return failed;
 }
 
@@ -376,7 +452,9 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     if (get_buffer(ao, &a, 1, Mp * Kp, 1, "a") < 0) { PyBuffer_Release(&x); return NULL; }
     if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&a); return NULL; }
     Py_BEGIN_ALLOW_THREADS
-    memset(a.buf, 128, (size_t)(Mp * Kp)); /* padding: code 0 */
+    uint8_t *codes = a.buf; /* padding (columns past K, rows past M): code 0 */
+    for (long long m = 0; m < M && Kp > K; m++) memset(codes + m * Kp + K, 128, (size_t)(Kp - K));
+    memset(codes + M * Kp, 128, (size_t)((Mp - M) * Kp));
 #ifdef XTC_X86
     if (path == PATH_AVX512) quantize_rows_avx512((const float *)x.buf, M, K, Kp, (uint8_t *)a.buf, (float *)s.buf);
     else
@@ -453,11 +531,19 @@ static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
     return out;
 }
 
+/* Which threads run the shares: the process's OpenMP runtime, or POSIX threads. */
+static PyObject *py_threading(PyObject *self, PyObject *noargs) {
+    if (!openmp.parallel) find_openmp();
+    if (openmp.parallel) return PyUnicode_FromFormat("openmp (%s)", openmp.name);
+    return PyUnicode_FromString("pthreads");
+}
+
 static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path)"},
     {"gemm", py_gemm, METH_VARARGS,
      "gemm(a, M, Kp, neg, nonzero, colsum, N, scale, alpha, bias, out, path, threads)"},
     {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
+    {"threading", py_threading, METH_NOARGS, "what runs the kernels' threads: 'openmp (LIB)' or 'pthreads'"},
     {NULL, NULL, 0, NULL},
 };
 
