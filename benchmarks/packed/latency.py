@@ -124,14 +124,14 @@ def worker(variant: str, path: str, threads: int, batch: int, repeats: int) -> d
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(path, options)
         feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-        run = lambda: session.run(None, feed)  # noqa: E731
+        run = lambda: session.run(None, feed)
     else:
         if variant in ("fp32", "torch-int8"):
             model = AutoModelForSequenceClassification.from_pretrained(path).eval()
             model = int8_dynamic(model) if variant == "torch-int8" else model
         else:
             model = load(path)
-        run = lambda: model(input_ids=ids, attention_mask=mask)  # noqa: E731
+        run = lambda: model(input_ids=ids, attention_mask=mask)
     with torch.no_grad():
         ms = median_ms(run, repeats)
     return {"ms": ms, "peak_mb": peak_rss_mb()}

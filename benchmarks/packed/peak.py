@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ def vnni_ceiling(repeats: int) -> float:
     """Multiply-adds per second of the vpdpbusd loop, one thread."""
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "vnni_peak.so"
-        subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512vnni", "-shared", "-fPIC", str(HERE / "vnni_peak.c"), "-o", str(lib)], check=True)
+        subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512vnni", "-shared", "-fPIC", str(HERE / "vnni_peak.c"),
+                        "-o", str(lib)], check=True)
         peak = ctypes.CDLL(str(lib))
         peak.vnni_peak.argtypes = peak.macs_per_call.argtypes = [ctypes.c_int64]
         peak.macs_per_call.restype = ctypes.c_int64
@@ -62,11 +64,12 @@ def rows(repeats: int) -> list[dict]:
         x = rng.standard_normal((TOKENS, k)).astype(np.float32)
         codes = rng.choice([-1, 1], (n, k)).astype(np.int8)
         weights, alpha = kernels.prepare(codes, 1), np.float32([0.1])
-        int8 = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(k, n)), dtype=torch.qint8)
+        int8 = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(k, n)),
+                                                      dtype=torch.qint8)
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            t_int8 = median_s(lambda: int8(xt), repeats)
-        t_packed = median_s(lambda: kernels.linear(x, weights, alpha), repeats)
+            t_int8 = median_s(partial(int8, xt), repeats)
+        t_packed = median_s(partial(kernels.linear, x, weights, alpha), repeats)
         macs = TOKENS * k * n
         out.append({"model": model, "shape": f"{k}x{n}", "int8": macs / t_int8, "w1a8": macs / t_packed})
     return out

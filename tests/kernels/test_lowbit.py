@@ -137,7 +137,7 @@ print(kernels.threading())
 ])
 def test_threads_split_columns_and_give_the_same_numbers(runtime, env, expected):
     out = subprocess.run([sys.executable, "-c", THREAD_SPLIT, runtime], env={**os.environ, **env},
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(expected)
 
