@@ -116,13 +116,8 @@ def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
     kp = padded_in_features or -(-k // 4) * 4
     a = np.empty((-(-m // _MR) * _MR, kp), np.uint8)
     scale = np.empty(m, np.float32)
-    _lowbit.quantize_rows(x, m, k, a, a.shape[0], kp, scale, _path_id(path))
+    _lowbit.quantize_rows(x, m, k, a, a.shape[0], kp, scale, _path_id(path), _threads)
     return a, scale
-
-
-def _run(a, m, weights: LowbitWeights, scale, alpha, bias, out, path: str | None) -> None:
-    _lowbit.gemm(a, m, weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum,
-                 weights.out_features, scale, alpha, bias, out, _path_id(path), _threads)
 
 
 def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None) -> np.ndarray:
@@ -132,7 +127,8 @@ def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None)
     a = np.full((-(-m // _MR) * _MR, weights.padded_in_features), 128, np.uint8)
     a[:m, :k] = q.astype(np.int16) + 128
     acc = np.empty((m, weights.out_features), np.int32)
-    _run(a, m, weights, None, None, None, acc, path)
+    _lowbit.gemm(a, m, weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum,
+                 weights.out_features, acc, _path_id(path), _threads)
     return acc
 
 
@@ -140,14 +136,18 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
            path: str | None = None) -> np.ndarray:
     """W1A8 / W2A8 Linear: x float32 (M, K) -> ``acc * (scale_m * alpha_n) + bias_n``, float32 (M, N).
 
-    ``alpha``: float32, one weight scale (size 1) or one per output row (size N).
+    One call into C: the per-token quantization (``quantize_rows``) and the product, both split
+    across the kernels' threads. ``alpha``: float32, one weight scale (size 1) or one per output
+    row (size N).
     """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    assert x.ndim == 2 and x.shape[1] == weights.in_features, (x.shape, weights.in_features)
     m = x.shape[0]
-    a, scale = quantize_rows(x, weights.padded_in_features, path)
     y = np.empty((m, weights.out_features), np.float32)
     alpha = np.ascontiguousarray(alpha, np.float32).reshape(-1)
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
-    _run(a, m, weights, scale, alpha, bias, y, path)
+    _lowbit.linear(x, m, weights.in_features, weights.padded_in_features, weights.neg, weights.nonzero,
+                   weights.colsum, weights.out_features, alpha, bias, y, _path_id(path), _threads)
     return y
 
 

@@ -11,9 +11,12 @@
  *       (the fake-quant of xtc.quant.primitives.symmetric_codes, bits = 8, granularity "row"),
  *       stored as q + 128 (an unsigned byte: what the u8 x s8 multiply-adds take); padding = 128.
  *
- *   gemm(a, weights) -> acc i32 [M,N]  or  y f32 [M,N]
- *       acc[m,n] = sum_k q[m,k] * w[n,k], w in {-1, +1} (binary) or {-1, 0, +1} (ternary);
- *       y[m,n]   = (float)acc[m,n] * (scale[m] * alpha[n]) + bias[n].
+ *   gemm(a, weights) -> acc i32 [M,N]
+ *       acc[m,n] = sum_k q[m,k] * w[n,k], w in {-1, +1} (binary) or {-1, 0, +1} (ternary).
+ *
+ *   linear(x, weights, alpha, bias) -> y f32 [M,N]: quantize_rows, then the product with its epilogue
+ *       y[m,n]   = (float)acc[m,n] * (scale[m] * alpha[n]) + bias[n],
+ *       both split across threads (rows for the quantization, column blocks for the product).
  *
  * Weight layout (built once at load time by xtc.kernels.prepare, one bit per weight per plane):
  * panels of 16 output rows; in panel p, word (p, j) is a uint64 whose bit c*4+t is weight
@@ -333,18 +336,6 @@ static int gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path)
  * threads would fight its workers, which spin for a while after every torch op, for the same
  * cores: with 2 threads on 2 cores the model then ran slower than with 1. Otherwise the shares
  * run on POSIX threads. The runtime is found, never loaded (RTLD_NOLOAD): nothing to link. */
-typedef struct {
-    const gemm_job *g;
-    int64_t n_begin, n_end;
-    int path, failed;
-} gemm_share;
-
-static void *gemm_share_run(void *arg) {
-    gemm_share *s = arg;
-    s->failed = gemm_run(s->g, s->n_begin, s->n_end, s->path);
-    return NULL;
-}
-
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*omp_query_fn)(void);
 static struct {
@@ -376,45 +367,104 @@ static void find_openmp(void) {
 
 #define MAX_THREADS 64
 
+/* `count` shares of one piece of work: share(ctx, t) for t in [0, count), each on its own thread. */
+typedef void (*share_fn)(void *ctx, int t);
 typedef struct {
-    gemm_share *shares;
+    share_fn share;
+    void *ctx;
     int count;
+    int t;          /* pthreads: the share this thread runs */
 } share_list;
 
 /* Runs on every thread of the OpenMP team; a team smaller than asked still runs every share. */
 static void run_shares_openmp(void *arg) {
     share_list *list = arg;
     const int team = openmp.num_threads(), me = openmp.thread_num();
-    for (int t = me; t < list->count; t += team) gemm_share_run(&list->shares[t]);
+    for (int t = me; t < list->count; t += team) list->share(list->ctx, t);
+}
+
+static void *run_share_pthread(void *arg) {
+    share_list *one = arg;
+    one->share(one->ctx, one->t);
+    return NULL;
+}
+
+static void run_shares(share_fn share, void *ctx, int count) {
+    if (count > 1 && !openmp.parallel) find_openmp();
+    if (count > 1 && openmp.parallel) {
+        share_list list = {share, ctx, count, 0};
+        openmp.parallel(run_shares_openmp, &list, (unsigned)count, 0);
+        return;
+    }
+    pthread_t ids[MAX_THREADS];
+    share_list ones[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 1; t < count; t++) {
+        ones[t] = (share_list){share, ctx, count, t};
+        started[t] = pthread_create(&ids[t], NULL, run_share_pthread, &ones[t]) == 0;
+    }
+    for (int t = 1; t < count; t++)
+        if (!started[t]) share(ctx, t); /* no thread to be had: run that share here */
+    share(ctx, 0);
+    for (int t = 1; t < count; t++)
+        if (started[t]) pthread_join(ids[t], NULL);
+}
+
+static int clamp_threads(int threads, int64_t units) {
+    if (threads > units) threads = (int)units;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    return threads < 1 ? 1 : threads;
+}
+
+/* GEMM shares: column blocks [blocks * t / T, blocks * (t + 1) / T) of NB columns. */
+typedef struct {
+    const gemm_job *g;
+    int path, threads;
+    int failed[MAX_THREADS];
+} gemm_shares;
+
+static void gemm_share(void *ctx, int t) {
+    gemm_shares *w = ctx;
+    const int64_t blocks = (w->g->N + NB - 1) / NB;
+    const int64_t lo = blocks * t / w->threads * NB, hi = blocks * (t + 1) / w->threads * NB;
+    w->failed[t] = gemm_run(w->g, lo, hi < w->g->N ? hi : w->g->N, w->path);
 }
 
 static int gemm_parallel(const gemm_job *g, int path, int threads) {
-    const int64_t blocks = (g->N + NB - 1) / NB;
-    if (threads > blocks) threads = (int)blocks;
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    gemm_share shares[MAX_THREADS];
-    for (int t = 0; t < threads; t++) {
-        const int64_t lo = blocks * t / threads * NB, hi = blocks * (t + 1) / threads * NB;
-        shares[t] = (gemm_share){g, lo, hi < g->N ? hi : g->N, path, 0};
-    }
-    if (threads > 1 && !openmp.parallel) find_openmp();
-    if (threads > 1 && openmp.parallel) {
-        share_list list = {shares, threads};
-        openmp.parallel(run_shares_openmp, &list, (unsigned)threads, 0);
-    } else {
-        pthread_t ids[MAX_THREADS];
-        int started[MAX_THREADS] = {0};
-        for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, gemm_share_run, &shares[t]) == 0;
-        for (int t = 1; t < threads; t++)
-            if (!started[t]) gemm_share_run(&shares[t]); /* no thread to be had: run that share here */
-        gemm_share_run(&shares[0]);
-        for (int t = 1; t < threads; t++)
-            if (started[t]) pthread_join(ids[t], NULL);
-    }
+    gemm_shares w = {.g = g, .path = path, .threads = clamp_threads(threads, (g->N + NB - 1) / NB)};
+    run_shares(gemm_share, &w, w.threads);
     int failed = 0;
-    for (int t = 0; t < threads; t++) failed |= shares[t].failed;
+    for (int t = 0; t < w.threads; t++) failed |= w.failed[t];
     return failed;
+}
+
+/* Quantization shares: rows [M * t / T, M * (t + 1) / T), padding included (rows past M: code 0). */
+typedef struct {
+    const float *x;
+    int64_t M, K, Mp, Kp;
+    uint8_t *a;
+    float *scale;
+    int path, threads;
+} quantize_shares;
+
+static void quantize_share(void *ctx, int t) {
+    quantize_shares *w = ctx;
+    const int64_t lo = w->M * t / w->threads, hi = w->M * (t + 1) / w->threads;
+    for (int64_t m = lo; m < hi && w->Kp > w->K; m++) memset(w->a + m * w->Kp + w->K, 128, (size_t)(w->Kp - w->K));
+    if (t == w->threads - 1) memset(w->a + w->M * w->Kp, 128, (size_t)((w->Mp - w->M) * w->Kp));
+#ifdef XTC_X86
+    if (w->path == PATH_AVX512) {
+        quantize_rows_avx512(w->x + lo * w->K, hi - lo, w->K, w->Kp, w->a + lo * w->Kp, w->scale + lo);
+        return;
+    }
+#endif
+    quantize_rows_ref(w->x + lo * w->K, hi - lo, w->K, w->Kp, w->a + lo * w->Kp, w->scale + lo);
+}
+
+static void quantize_parallel(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
+                              int path, int threads) {
+    quantize_shares w = {x, M, K, Mp, Kp, a, scale, path, clamp_threads(threads, M)};
+    run_shares(quantize_share, &w, w.threads);
 }
 
 /* ---- Python bindings: contiguous buffers in, results written into caller-allocated buffers -------- */
@@ -443,8 +493,8 @@ static int resolve_path(int path) {
 static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     PyObject *xo, *ao, *so;
     long long M, K, Mp, Kp;
-    int path;
-    if (!PyArg_ParseTuple(args, "OLLOLLOi", &xo, &M, &K, &ao, &Mp, &Kp, &so, &path)) return NULL;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLOLLOii", &xo, &M, &K, &ao, &Mp, &Kp, &so, &path, &threads)) return NULL;
     if ((path = resolve_path(path)) < 0) return NULL;
     if (Mp < M || Kp < K) return PyErr_Format(PyExc_ValueError, "padded shape smaller than the data");
     Py_buffer x, a, s;
@@ -452,68 +502,114 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     if (get_buffer(ao, &a, 1, Mp * Kp, 1, "a") < 0) { PyBuffer_Release(&x); return NULL; }
     if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&a); return NULL; }
     Py_BEGIN_ALLOW_THREADS
-    uint8_t *codes = a.buf; /* padding (columns past K, rows past M): code 0 */
-    for (long long m = 0; m < M && Kp > K; m++) memset(codes + m * Kp + K, 128, (size_t)(Kp - K));
-    memset(codes + M * Kp, 128, (size_t)((Mp - M) * Kp));
-#ifdef XTC_X86
-    if (path == PATH_AVX512) quantize_rows_avx512((const float *)x.buf, M, K, Kp, (uint8_t *)a.buf, (float *)s.buf);
-    else
-#endif
-        quantize_rows_ref((const float *)x.buf, M, K, Kp, (uint8_t *)a.buf, (float *)s.buf);
+    quantize_parallel((const float *)x.buf, M, K, Mp, Kp, (uint8_t *)a.buf, (float *)s.buf, path, threads);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x); PyBuffer_Release(&a); PyBuffer_Release(&s);
     Py_RETURN_NONE;
 }
 
-/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, scale|None, alpha, bias|None, out, path, threads) */
-static PyObject *py_gemm(PyObject *self, PyObject *args) {
-    PyObject *ao, *no, *zo, *co, *so, *alo, *bo, *oo;
-    long long M, Kp, N;
-    int path, threads;
-    if (!PyArg_ParseTuple(args, "OLLOOOLOOOOii", &ao, &M, &Kp, &no, &zo, &co, &N, &so, &alo, &bo, &oo, &path,
-                          &threads))
-        return NULL;
-    if ((path = resolve_path(path)) < 0) return NULL;
-    if (Kp % 4 || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad gemm shape");
-    const long long np = (N + PANEL - 1) / PANEL, kq = Kp / 4, rows = (M + MR - 1) / MR * MR;
+/* The buffers of one product, taken from Python objects (None: absent) and checked against the shapes. */
+typedef struct {
     Py_buffer views[8];
-    int held = 0, ok = 1;
-    gemm_job g = {.M = M, .Kp = Kp, .N = N};
-#define TAKE(obj, size, count, writable, name, field, type)                                 \
-    if (ok && (obj) != Py_None) {                                                           \
-        if (get_buffer(obj, &views[held], size, count, writable, name) < 0) ok = 0;         \
-        else g.field = (type)views[held++].buf;                                             \
+    int held;
+} held_buffers;
+
+static void release_all(held_buffers *h) {
+    while (h->held) PyBuffer_Release(&h->views[--h->held]);
+}
+
+/* Fills g's weight, scale and output fields; g->M, g->Kp, g->N set. Returns 0, or -1 with an exception. */
+static int take_gemm_buffers(gemm_job *g, held_buffers *h, PyObject *no, PyObject *zo, PyObject *co, PyObject *alo,
+                             PyObject *bo, PyObject *oo, int scaled) {
+    const long long np = (g->N + PANEL - 1) / PANEL, kq = g->Kp / 4;
+#define TAKE(obj, size, count, writable, name, field, type)                                   \
+    if ((obj) != Py_None) {                                                                   \
+        if (get_buffer(obj, &h->views[h->held], size, count, writable, name) < 0) return -1;  \
+        g->field = (type)h->views[h->held++].buf;                                             \
     }
-    TAKE(ao, 1, rows * Kp, 0, "a", a, const uint8_t *)
     TAKE(no, 8, np * kq, 0, "neg", neg, const uint64_t *)
     TAKE(zo, 8, np * kq, 0, "nonzero", nonzero, const uint64_t *)
-    TAKE(co, 4, N, 0, "colsum", colsum, const int32_t *)
-    TAKE(so, 4, M, 0, "scale", scale, const float *)
-    if (ok && so != Py_None) {
+    TAKE(co, 4, g->N, 0, "colsum", colsum, const int32_t *)
+    if (scaled) {
         Py_buffer probe;
-        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) ok = 0;
-        else {
-            g.alpha_per_row = probe.len == 4 * N && N > 1;
-            PyBuffer_Release(&probe);
-        }
-        TAKE(alo, 4, g.alpha_per_row ? N : 1, 0, "alpha", alpha, const float *)
-        TAKE(bo, 4, N, 0, "bias", bias, const float *)
-        TAKE(oo, 4, M * N, 1, "y", y, float *)
+        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) return -1;
+        g->alpha_per_row = probe.len == 4 * g->N && g->N > 1;
+        PyBuffer_Release(&probe);
+        TAKE(alo, 4, g->alpha_per_row ? g->N : 1, 0, "alpha", alpha, const float *)
+        TAKE(bo, 4, g->N, 0, "bias", bias, const float *)
+        TAKE(oo, 4, g->M * g->N, 1, "y", y, float *)
     } else {
-        TAKE(oo, 4, M * N, 1, "acc", acc, int32_t *)
+        TAKE(oo, 4, g->M * g->N, 1, "acc", acc, int32_t *)
     }
 #undef TAKE
-    if (ok && (!g.a || !g.neg || !g.colsum)) {
-        PyErr_SetString(PyExc_ValueError, "a, neg and colsum are required");
-        ok = 0;
+    if (!g->neg || !g->colsum || (scaled ? !g->y : !g->acc)) {
+        PyErr_SetString(PyExc_ValueError, "neg, colsum and the output are required");
+        return -1;
     }
+    return 0;
+}
+
+/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, acc, path, threads): the exact int32 products of
+ * activation codes already quantized (a: codes + 128, padded) with the weight codes. */
+static PyObject *py_gemm(PyObject *self, PyObject *args) {
+    PyObject *ao, *no, *zo, *co, *oo;
+    long long M, Kp, N;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLOOOLOii", &ao, &M, &Kp, &no, &zo, &co, &N, &oo, &path, &threads)) return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Kp % 4 || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad gemm shape");
+    const long long rows = (M + MR - 1) / MR * MR;
+    gemm_job g = {.M = M, .Kp = Kp, .N = N};
+    held_buffers h = {.held = 0};
+    int ok = take_gemm_buffers(&g, &h, no, zo, co, Py_None, Py_None, oo, 0) == 0;
+    if (ok && get_buffer(ao, &h.views[h.held], 1, rows * Kp, 0, "a") < 0) ok = 0;
+    else if (ok) g.a = h.views[h.held++].buf;
     int failed = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         failed = gemm_parallel(&g, path, threads);
         Py_END_ALLOW_THREADS
     }
-    while (held) PyBuffer_Release(&views[--held]);
+    release_all(&h);
+    if (!ok) return NULL;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* linear(x, M, K, neg, nonzero|None, colsum, N, alpha, bias|None, y, path, threads): the fused Linear,
+ * y = quantize(x) @ w.T * (scale * alpha) + bias, quantization and product both split across threads. */
+static PyObject *py_linear(PyObject *self, PyObject *args) {
+    PyObject *xo, *no, *zo, *co, *alo, *bo, *oo;
+    long long M, K, N, Kp;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLLOOOLOOOii", &xo, &M, &K, &Kp, &no, &zo, &co, &N, &alo, &bo, &oo, &path, &threads))
+        return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Kp % 4 || Kp < K || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad linear shape");
+    const long long rows = (M + MR - 1) / MR * MR;
+    gemm_job g = {.M = M, .Kp = Kp, .N = N};
+    held_buffers h = {.held = 0};
+    int ok = take_gemm_buffers(&g, &h, no, zo, co, alo, bo, oo, 1) == 0;
+    if (ok && get_buffer(xo, &h.views[h.held], 4, M * K, 0, "x") < 0) ok = 0;
+    else if (ok) h.held++;
+    int failed = 0;
+    if (ok) {
+        const float *x = h.views[h.held - 1].buf;
+        Py_BEGIN_ALLOW_THREADS
+        uint8_t *a = malloc((size_t)(rows * Kp) + 1);
+        float *scale = malloc((size_t)(M + 1) * sizeof(float));
+        if (a && scale) {
+            quantize_parallel(x, M, K, rows, Kp, a, scale, path, threads);
+            g.a = a, g.scale = scale;
+            failed = gemm_parallel(&g, path, threads);
+        } else {
+            failed = 1;
+        }
+        free(a);
+        free(scale);
+        Py_END_ALLOW_THREADS
+    }
+    release_all(&h);
     if (!ok) return NULL;
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -539,9 +635,10 @@ static PyObject *py_threading(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path)"},
-    {"gemm", py_gemm, METH_VARARGS,
-     "gemm(a, M, Kp, neg, nonzero, colsum, N, scale, alpha, bias, out, path, threads)"},
+    {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path, threads)"},
+    {"linear", py_linear, METH_VARARGS,
+     "linear(x, M, K, Kp, neg, nonzero, colsum, N, alpha, bias, y, path, threads): quantize and multiply"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(a, M, Kp, neg, nonzero, colsum, N, acc, path, threads): int32 products"},
     {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
     {"threading", py_threading, METH_NOARGS, "what runs the kernels' threads: 'openmp (LIB)' or 'pthreads'"},
     {NULL, NULL, 0, NULL},
