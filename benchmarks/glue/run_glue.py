@@ -35,6 +35,7 @@ from xtc.provenance import source_commit
 HERE = Path(__file__).parent
 RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
 RESULTS, TABLE, PLOT = HERE / "results.json", HERE / "RESULTS.md", HERE / "accuracy_vs_size.png"
+NOTES = HERE / "notes.json"  # {task: {stage: note}}: written by hand, e.g. when a cell's timing was disturbed
 GLUE = "../shared/data/glue"
 TASKS = ["RTE", "MRPC", "STS-B", "CoLA", "WNLI", "SST-2"]
 AVERAGED = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]  # WNLI is reported, not averaged
@@ -195,9 +196,20 @@ def table(results: dict) -> str:
             small_size = file_size(first, "fp16")
             small = f"{small_size / 1e6:.2f}, {teacher_size / small_size:.1f}x" if teacher_size else "-"
         minutes = sum(c["wall_time_s"] for c in cells.values()) / 60
+        noted = "*" if any(stage in notes().get(t, {}) for t in cells) else ""
         lines.append(f"| {label} | {scores} | {'-' if avg is None else f'{avg:.2f}'} | {keep} | {size / 1e6:.2f} | "
-                     f"{ratio} | {small} | {minutes:.0f} min ({len(cells)} tasks) |")
+                     f"{ratio} | {small} | {minutes:.0f} min ({len(cells)} tasks){noted} |")
     return "\n".join(lines)
+
+
+def notes() -> dict:
+    return json.loads(NOTES.read_text()) if NOTES.exists() else {}
+
+
+def notes_text(results: dict) -> str:
+    lines = [f"- {task} {ROWS[stage]}: {note}" for task, by_stage in notes().items() for stage, note in by_stage.items()
+             if stage in results.get(task, {})]
+    return ("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def file_size(cell: dict, kept: str) -> int:
@@ -266,6 +278,7 @@ The teacher's file is the reference for the ratios.
 
 {table(results)}
 
+{notes_text(results)}
 Every number above is `xtc eval` of the stage folder (the fake-quant model in inference, whose
 1-/2-bit Linears compute the exact integer products the packed kernels compute). Quantized rows
 were exported packed twice and evaluated with the packed runtime (`xtc eval PACKED`): with the
