@@ -44,6 +44,21 @@ def test_packed_logits_match_the_fake_quant_model(trained_like, batch, tmp_path,
     assert torch.allclose(half, expected, rtol=1e-2, atol=2e-3), (half - expected).abs().max()
 
 
+def test_packed_model_follows_torch_threads_with_the_same_logits(trained_like, batch, tmp_path):
+    export(quantize_(copy.deepcopy(trained_like), "w1a8"), tmp_path, load_tokenizer("bert-tiny"))
+    model = load(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            single = model(**batch).logits
+            torch.set_num_threads(3)  # the kernels split their columns (and tokens) across 3 threads too
+            multi = model(**batch).logits
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, multi)
+
+
 def test_quantized_weights_stay_packed(trained_like, tmp_path):
     export(quantize_(copy.deepcopy(trained_like), "w1a8"), tmp_path, load_tokenizer("bert-tiny"))
     model = load(tmp_path)

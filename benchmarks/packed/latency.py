@@ -48,8 +48,8 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    kernels.set_num_threads(n)
+    torch.set_num_threads(n)  # the packed runtime follows it
+    kernels.set_num_threads(n)  # the bare kernels of the Linear rows
 
 
 def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:

@@ -63,7 +63,8 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.detach().reshape(-1, self.in_features).float().numpy()
-        y = kernels.linear(rows, self.weights, self.alpha, self.bias)  # (M, out_features) float32
+        # as many threads as torch's intra-op pool, whose OpenMP team runs them (torch.set_num_threads)
+        y = kernels.linear(rows, self.weights, self.alpha, self.bias, threads=torch.get_num_threads())
         return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -43,3 +43,38 @@ def test_mean_and_std_over_seeds(study_dir):
 def test_not_a_study(tmp_path):
     with pytest.raises(XtcError, match="not a study folder"):
         write_report(tmp_path)
+
+
+def test_effects_answer_each_question_against_the_center(tmp_path):
+    """A one-factor study: budget per bit width (keys varied together) and learning rate, two seeds,
+    two tasks. Each effects table holds the other keys at the center and gives the differences."""
+    study = {"description": "budget and lr", "model": "minilm-l6", "recipe": "xtc-w1a8-l3", "tasks": ["RTE", "MRPC"],
+             "seeds": [1, 2], "center": {"quantize.epochs": 1, "quantize.quant": "w1a8", "quantize.lr": 5e-5},
+             "grids": {"budget_w1a8": {"quantize.epochs": [1, 3]},
+                       "budget_w2a8": {"quantize.epochs": [1, 3], "quantize.quant": ["w2a8"]},
+                       "lr": {"quantize.lr": [2e-5, 5e-5]}}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+
+    def score(task, epochs, quant, lr, seed):  # 1-bit gains 4 points from 3x budget, 2-bit 1; lr 2e-5 loses 2
+        return (60 if task == "RTE" else 70) + (4 if quant == "w1a8" else 1) * (epochs == 3) + (quant == "w2a8") \
+            - 2 * (lr == 2e-5) + (0.5 if seed == 1 else -0.5)
+
+    rows, settings = [], [(1, "w1a8", 5e-5), (3, "w1a8", 5e-5), (1, "w2a8", 5e-5), (3, "w2a8", 5e-5), (1, "w1a8", 2e-5)]
+    for task in study["tasks"]:
+        for epochs, quant, lr in settings:
+            for seed in (1, 2):
+                x = score(task, epochs, quant, lr, seed) / 100
+                dev = {"accuracy": x, "score": x} if task == "RTE" else {"f1": x, "accuracy": x, "score": x}
+                rows.append({"cell": f"{task}-{epochs}-{quant}-{lr}-{seed}", "task": task, "status": "ok",
+                             "settings": {"quantize.epochs": epochs, "quantize.quant": quant, "quantize.lr": lr,
+                                          "seed": seed}, "dev": dev, "bits": quant.upper(), "layers": 3,
+                             "size_mb": 2.5 if quant == "w1a8" else 4.5, "wall_time_s": 60.0 * epochs})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(tmp_path).read_text()
+    effects = text.split("## Effects")[1].split("## Every setting")[0]
+    assert "### quantize.epochs (with quantize.quant)" in effects
+    assert "| RTE | w1a8 | 60.00 ± 0.71 (2) | 64.00 ± 0.71 (2) (+4.00) | 3 |" in effects
+    assert "| MRPC | w2a8 | 71.00 ± 0.71 (2) | 72.00 ± 0.71 (2) (+1.00) | 3 |" in effects
+    assert "| mean over tasks | w1a8 | 65.00 | 69.00 (+4.00) | 3 |" in effects
+    assert "### quantize.lr\n" in effects  # lr's table holds epochs and bits at the center: 1 epoch, w1a8
+    assert "| RTE | 58.00 ± 0.71 (2) (-2.00) | 60.00 ± 0.71 (2) | 5e-05 |" in effects

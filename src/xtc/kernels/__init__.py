@@ -133,12 +133,12 @@ def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None)
 
 
 def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.ndarray | None = None,
-           path: str | None = None) -> np.ndarray:
+           path: str | None = None, threads: int | None = None) -> np.ndarray:
     """W1A8 / W2A8 Linear: x float32 (M, K) -> ``acc * (scale_m * alpha_n) + bias_n``, float32 (M, N).
 
     One call into C: the per-token quantization (``quantize_rows``) and the product, both split
-    across the kernels' threads. ``alpha``: float32, one weight scale (size 1) or one per output
-    row (size N).
+    across ``threads`` (default: ``get_num_threads()``). ``alpha``: float32, one weight scale
+    (size 1) or one per output row (size N).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     assert x.ndim == 2 and x.shape[1] == weights.in_features, (x.shape, weights.in_features)
@@ -147,7 +147,7 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
     alpha = np.ascontiguousarray(alpha, np.float32).reshape(-1)
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
     _lowbit.linear(x, m, weights.in_features, weights.padded_in_features, weights.neg, weights.nonzero,
-                   weights.colsum, weights.out_features, alpha, bias, y, _path_id(path), _threads)
+                   weights.colsum, weights.out_features, alpha, bias, y, _path_id(path), threads or _threads)
     return y
 
 

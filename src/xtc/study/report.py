@@ -6,7 +6,10 @@ Writes ``DIR/report.md``, ``DIR/report.html`` and ``DIR/plots/*.png``:
   as mean ± std over seeds, the number of seeds, the packed size and the wall time;
 - for every grid key, the headline metric against its values, one line per task
   and bit width, averaged over the other keys (error bars: std over those cells);
-- the metric against the packed size of every cell, with the Pareto front.
+- the metric against the packed size of every cell, with the Pareto front;
+- "Effects": for every grid key, the headline score at each of its values (mean ± std over
+  seeds, per task and over tasks) and its difference from the reference value (the center's,
+  else the first), with the other keys as in the plots: the answer to "does this choice help".
 """
 
 import html
@@ -58,6 +61,52 @@ def _tables(records: list[dict], keys: list[str]) -> list[str]:
             wall = statistics.fmean(r["wall_time_s"] for r in rs) / 60
             lines.append("| " + " | ".join([*setting, *cells]) + f" | {len(rs)} | {rs[0]['bits']} | "
                          f"{rs[0]['size_mb']:.2f} | {wall:.1f} min |")
+    return lines
+
+
+def _effects(records: list[dict], key: str, co_keys: list[str], reference) -> list[str]:
+    """One table for ``key``: a row per task (and per setting of the keys varied with it), a column
+    per value of ``key``: score mean ± std over seeds, and the difference from ``reference``."""
+    raw = list(dict.fromkeys(json.dumps(r["settings"].get(key)) for r in records))
+    if all(isinstance(json.loads(v), (int, float)) for v in raw):
+        raw.sort(key=json.loads)  # numeric values ascending; others in the order they were run
+    values = [_label(json.loads(v)) for v in raw]
+    reference = _label(reference) if _label(reference) in values else values[0]
+    by_row = defaultdict(lambda: defaultdict(list))  # (task, co-key values) -> value -> scores over seeds
+    for r in records:
+        row = (r["task"], *(_label(r["settings"].get(k)) for k in co_keys))
+        by_row[row][_label(r["settings"].get(key))].append(r["dev"]["score"] * 100)
+    means = {}  # co-key values -> value -> per-task means (for the mean-over-tasks row)
+    lines = [f"\n### {key}" + (f" (with {', '.join(co_keys)})" if co_keys else "") + "\n",
+             f"Reference: {key} = {reference}; each cell: mean ± std over seeds (number of seeds), difference from the "
+             f"reference.\n",
+             "| task | " + "".join(f"{k} | " for k in co_keys) + " | ".join(values) + " | best |",
+             "|" + "---|" * (len(co_keys) + len(values) + 2)]
+
+    def row_line(name: str, co: tuple, stats: dict) -> str:
+        base = stats.get(reference, (None,))[0]
+        cells = []
+        for v in values:
+            if v not in stats:
+                cells.append("-")
+                continue
+            mean, std, n = stats[v]
+            delta = "" if base is None or v == reference else f" ({mean - base:+.2f})"
+            cells.append(f"{mean:.2f}" + (f" ± {std:.2f} ({n})" if n else "") + delta)
+        best = max(stats, key=lambda v: stats[v][0])
+        return f"| {name} | " + "".join(f"{c} | " for c in co) + " | ".join(cells) + f" | {best} |"
+
+    for (task, *co), scores in by_row.items():
+        stats = {v: (*_mean_std(xs), len(xs)) for v, xs in scores.items()}
+        for v, (mean, _, _) in stats.items():
+            means.setdefault(tuple(co), {}).setdefault(v, {})[task] = mean
+        lines.append(row_line(task, tuple(co), stats))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    if len(tasks) > 1:
+        for co, per_value in means.items():
+            complete = {v: statistics.fmean(m.values()) for v, m in per_value.items() if len(m) == len(tasks)}
+            if complete:
+                lines.append(row_line("mean over tasks", co, {v: (m, 0.0, 0) for v, m in complete.items()}))
     return lines
 
 
@@ -138,7 +187,7 @@ def write_report(folder: str | Path) -> Path:
     keys = [k for k in config.grid_keys() if k != "seed"]
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    images = []
+    images, effects = [], []
     for key in keys:
         # one-factor sub-grids: plot a key over the cells that hold every other key at its center value,
         # except keys varied together with it in a sub-grid (e.g. budget x bits: one line per bit width)
@@ -146,6 +195,7 @@ def write_report(folder: str | Path) -> Path:
         others_at_center = [r for r in ok if all(_label(r["settings"].get(k)) == _label(v)
                                                    for k, v in config.center.items() if k not in together | {key})]
         if len({_label(r["settings"].get(key)) for r in others_at_center}) > 1:
+            effects += _effects(others_at_center, key, sorted(together - {key}), config.center.get(key))
             name = f"by_{key.replace('.', '_')}.png"
             _plot_key(others_at_center, key, plots / name)
             images.append((f"dev score by {key}", f"plots/{name}"))
@@ -156,7 +206,7 @@ def write_report(folder: str | Path) -> Path:
     lines = [f"# Study report: {study.get('description') or folder.name}\n",
              f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
              f"{len(ok)} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, mean ± std over seeds.",
-             *_tables(ok, keys), "\n## Plots\n"]
+             "\n## Effects\n", *effects, "\n## Every setting\n", *_tables(ok, keys), "\n## Plots\n"]
     lines += [f"![{title}]({path})\n" for title, path in images]
     if failed:
         lines += ["\n## Failed cells\n", "| cell | error |", "|---|---|"]
