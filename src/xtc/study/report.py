@@ -78,8 +78,8 @@ def _effects(records: list[dict], key: str, co_keys: list[str], reference) -> li
         by_row[row][_label(r["settings"].get(key))].append(r["dev"]["score"] * 100)
     means = {}  # co-key values -> value -> per-task means (for the mean-over-tasks row)
     lines = [f"\n### {key}" + (f" (with {', '.join(co_keys)})" if co_keys else "") + "\n",
-             f"Reference: {key} = {reference}; each cell: mean ± std over seeds (number of seeds), difference from the "
-             f"reference.\n",
+             (f"Reference: {key} = {reference}; each cell: mean ± std over seeds (number of seeds), difference "
+              "from the reference.\n"),
              "| task | " + "".join(f"{k} | " for k in co_keys) + " | ".join(values) + " | best |",
              "|" + "---|" * (len(co_keys) + len(values) + 2)]
 
@@ -204,8 +204,8 @@ def write_report(folder: str | Path) -> Path:
 
     failed = [r for r in records if r["status"] != "ok"]
     lines = [f"# Study report: {study.get('description') or folder.name}\n",
-             f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
-             f"{len(ok)} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, mean ± std over seeds.",
+             (f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
+              f"{len(ok)} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, mean ± std over seeds."),
              "\n## Effects\n", *effects, "\n## Every setting\n", *_tables(ok, keys), "\n## Plots\n"]
     lines += [f"![{title}]({path})\n" for title, path in images]
     if failed:
