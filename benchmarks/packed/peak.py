@@ -3,7 +3,9 @@
     python benchmarks/packed/peak.py [--repeats 30]
 
 The ceiling: a loop of independent `vpdpbusd` (AVX-512 VNNI: 64 u8 x s8 multiply-adds each)
-with no memory traffic (vnni_peak.c, assembly, built here with gcc). Then, one thread, 128 tokens, the
+with no memory traffic (vnni_peak.c, assembly, built here with gcc). Beside it, the ceiling of
+a T-MAC-style lookup kernel for 1-bit weights (lut_peak.c): `vpermw` lookups of 5-weight
+partial sums plus the `vpaddw` that accumulates them, all in registers. Then, one thread, 128 tokens, the
 BERT-base and MiniLM Linear shapes: multiply-adds per second (M x K x N / time) of torch's
 dynamic int8 Linear (fbgemm) and of the packed W1A8 Linear, as a share of that ceiling. A
 kernel near the ceiling can only get faster by doing fewer multiply-adds (lookup tables):
@@ -42,17 +44,19 @@ def median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def vnni_ceiling(repeats: int) -> float:
-    """Multiply-adds per second of the vpdpbusd loop, one thread."""
+def ceiling(source: str, repeats: int) -> float:
+    """Multiply-adds (or the binary-weight multiply-adds that lookups replace) per second of one of
+    the assembly loops beside this script, one thread."""
     with tempfile.TemporaryDirectory() as tmp:
-        lib = Path(tmp) / "vnni_peak.so"
-        subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512vnni", "-shared", "-fPIC", str(HERE / "vnni_peak.c"),
-                        "-o", str(lib)], check=True)
-        peak = ctypes.CDLL(str(lib))
-        peak.vnni_peak.argtypes = peak.macs_per_call.argtypes = [ctypes.c_int64]
-        peak.macs_per_call.restype = ctypes.c_int64
-        reps = 2_000_000
-        return peak.macs_per_call(reps) / median_s(lambda: peak.vnni_peak(reps), repeats)
+        lib = Path(tmp) / "peak.so"
+        subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-shared", "-fPIC",
+                        str(HERE / source), "-o", str(lib)], check=True)
+        loop = ctypes.CDLL(str(lib))
+        run = getattr(loop, source.removesuffix(".c"))
+        run.argtypes = loop.macs_per_call.argtypes = [ctypes.c_int64]
+        loop.macs_per_call.restype = ctypes.c_int64
+        reps = 1_000_000
+        return loop.macs_per_call(reps) / median_s(partial(run, reps), repeats)
 
 
 def rows(repeats: int) -> list[dict]:
@@ -81,15 +85,18 @@ def main() -> None:
     args = parser.parse_args()
     if kernels.PATHS[-1] != "avx512-vnni":
         sys.exit(f"this benchmark measures the AVX-512 VNNI ceiling; this CPU's best kernel path is {kernels.PATHS[-1]}")
-    ceiling = vnni_ceiling(args.repeats)
+    vnni = ceiling("vnni_peak.c", args.repeats)
+    lookups = ceiling("lut_peak.c", args.repeats)
     measured = rows(args.repeats)
-    ceiling_after = vnni_ceiling(args.repeats)  # the clock can move during the run: report both ends
+    vnni_after = ceiling("vnni_peak.c", args.repeats)  # the clock can move during the run: report both ends
     lines = [f"# 8-bit multiply-add ceiling vs the Linear kernels (one thread, {TOKENS} tokens)\n",
              f"Made by `python benchmarks/packed/peak.py --repeats {args.repeats}`.\n",
-             f"vpdpbusd ceiling: {ceiling / 1e9:.0f} GMAC/s before the Linears, {ceiling_after / 1e9:.0f} after.\n",
+             f"vpdpbusd ceiling: {vnni / 1e9:.0f} GMAC/s before the Linears, {vnni_after / 1e9:.0f} after.\n",
+             (f"Lookup ceiling (`vpermw` + `vpaddw` over 5 binary weights, lut_peak.c): {lookups / 1e9:.0f} G "
+              f"multiply-adds replaced per second, {lookups / max(vnni, vnni_after):.2f}x the vpdpbusd ceiling.\n"),
              "| model | shape (in x out) | torch int8 GMAC/s | % of ceiling | packed W1A8 GMAC/s | % of ceiling |",
              "|---|---|---|---|---|---|"]
-    top = max(ceiling, ceiling_after)
+    top = max(vnni, vnni_after)
     for r in measured:
         lines.append(f"| {r['model']} | {r['shape']} | {r['int8'] / 1e9:.0f} | {100 * r['int8'] / top:.0f}% "
                      f"| {r['w1a8'] / 1e9:.0f} | {100 * r['w1a8'] / top:.0f}% |")
