@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "xtc.kernels._lowbit",
-            sources=["src/xtc/kernels/lowbit.c"],
+            sources=[f"src/xtc/kernels/{name}.c" for name in ("gemm", "threads", "module")],
+            depends=["src/xtc/kernels/lowbit.h"],
             extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
             libraries=["dl"],  # dlopen: finding the process's OpenMP runtime (glibc < 2.34)

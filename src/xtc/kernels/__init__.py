@@ -1,4 +1,4 @@
-"""Low-bit CPU kernels (C, in ``lowbit.c``) behind a small numpy interface.
+"""Low-bit CPU kernels (C: ``lowbit.h`` states what they compute) behind a small numpy interface.
 
 Shapes: activations ``(M, K)`` (tokens x features), weight codes ``(N, K)``
 (outputs x features) in {-1, +1} or {-1, 0, +1}, results ``(M, N)``.
@@ -17,7 +17,7 @@ from xtc.kernels import _lowbit
 
 PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" always
 _PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
-_MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.c: rows per micro-kernel, columns per block, rows per panel
+_MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.h: rows per micro-kernel, columns per block, rows per panel
 
 # Threads of the C kernels (POSIX threads, each taking a share of the output columns).
 _threads = 1

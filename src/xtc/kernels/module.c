@@ -1,0 +1,186 @@
+/* The Python bindings of xtc.kernels._lowbit: contiguous buffers in, results written into
+ * caller-allocated buffers (see lowbit.h for what the kernels compute). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+#include "lowbit.h"
+
+static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, int writable,
+                      const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
+    if (view->itemsize != itemsize || view->len != itemsize * count) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes, got %zd bytes", name, count, itemsize,
+                     view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int resolve_path(int path) {
+    if (path == PATH_AUTO) return xtc_best_path();
+    if (path < PATH_REFERENCE || path > PATH_AVX512 || !xtc_cpu_has(path)) {
+        PyErr_Format(PyExc_ValueError, "kernel path %d is not available on this CPU", path);
+        return -1;
+    }
+    return path;
+}
+
+static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
+    PyObject *xo, *ao, *so;
+    long long M, K, Mp, Kp;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLOLLOii", &xo, &M, &K, &ao, &Mp, &Kp, &so, &path, &threads)) return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Mp < M || Kp < K) return PyErr_Format(PyExc_ValueError, "padded shape smaller than the data");
+    Py_buffer x, a, s;
+    if (get_buffer(xo, &x, 4, M * K, 0, "x") < 0) return NULL;
+    if (get_buffer(ao, &a, 1, Mp * Kp, 1, "a") < 0) { PyBuffer_Release(&x); return NULL; }
+    if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&a); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    xtc_quantize_parallel((const float *)x.buf, M, K, Mp, Kp, (uint8_t *)a.buf, (float *)s.buf, path, threads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x); PyBuffer_Release(&a); PyBuffer_Release(&s);
+    Py_RETURN_NONE;
+}
+
+/* The buffers of one product, taken from Python objects (None: absent) and checked against the shapes. */
+typedef struct {
+    Py_buffer views[8];
+    int held;
+} held_buffers;
+
+static void release_all(held_buffers *h) {
+    while (h->held) PyBuffer_Release(&h->views[--h->held]);
+}
+
+/* Fills g's weight, scale and output fields; g->M, g->Kp, g->N set. Returns 0, or -1 with an exception. */
+static int take_gemm_buffers(gemm_job *g, held_buffers *h, PyObject *no, PyObject *zo, PyObject *co, PyObject *alo,
+                             PyObject *bo, PyObject *oo, int scaled) {
+    const long long np = (g->N + PANEL - 1) / PANEL, kq = g->Kp / 4;
+#define TAKE(obj, size, count, writable, name, field, type)                                   \
+    if ((obj) != Py_None) {                                                                   \
+        if (get_buffer(obj, &h->views[h->held], size, count, writable, name) < 0) return -1;  \
+        g->field = (type)h->views[h->held++].buf;                                             \
+    }
+    TAKE(no, 8, np * kq, 0, "neg", neg, const uint64_t *)
+    TAKE(zo, 8, np * kq, 0, "nonzero", nonzero, const uint64_t *)
+    TAKE(co, 4, g->N, 0, "colsum", colsum, const int32_t *)
+    if (scaled) {
+        Py_buffer probe;
+        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) return -1;
+        g->alpha_per_row = probe.len == 4 * g->N && g->N > 1;
+        PyBuffer_Release(&probe);
+        TAKE(alo, 4, g->alpha_per_row ? g->N : 1, 0, "alpha", alpha, const float *)
+        TAKE(bo, 4, g->N, 0, "bias", bias, const float *)
+        TAKE(oo, 4, g->M * g->N, 1, "y", y, float *)
+    } else {
+        TAKE(oo, 4, g->M * g->N, 1, "acc", acc, int32_t *)
+    }
+#undef TAKE
+    if (!g->neg || !g->colsum || (scaled ? !g->y : !g->acc)) {
+        PyErr_SetString(PyExc_ValueError, "neg, colsum and the output are required");
+        return -1;
+    }
+    return 0;
+}
+
+/* gemm(a, M, Kp, neg, nonzero|None, colsum, N, acc, path, threads): the exact int32 products of
+ * activation codes already quantized (a: codes + 128, padded) with the weight codes. */
+static PyObject *py_gemm(PyObject *self, PyObject *args) {
+    PyObject *ao, *no, *zo, *co, *oo;
+    long long M, Kp, N;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLOOOLOii", &ao, &M, &Kp, &no, &zo, &co, &N, &oo, &path, &threads)) return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Kp % 4 || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad gemm shape");
+    const long long rows = (M + MR - 1) / MR * MR;
+    gemm_job g = {.M = M, .Kp = Kp, .N = N};
+    held_buffers h = {.held = 0};
+    int ok = take_gemm_buffers(&g, &h, no, zo, co, Py_None, Py_None, oo, 0) == 0;
+    if (ok && get_buffer(ao, &h.views[h.held], 1, rows * Kp, 0, "a") < 0) ok = 0;
+    else if (ok) g.a = h.views[h.held++].buf;
+    int failed = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = xtc_gemm_parallel(&g, path, threads);
+        Py_END_ALLOW_THREADS
+    }
+    release_all(&h);
+    if (!ok) return NULL;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* linear(x, M, K, neg, nonzero|None, colsum, N, alpha, bias|None, y, path, threads): the fused Linear,
+ * y = quantize(x) @ w.T * (scale * alpha) + bias, quantization and product both split across threads. */
+static PyObject *py_linear(PyObject *self, PyObject *args) {
+    PyObject *xo, *no, *zo, *co, *alo, *bo, *oo;
+    long long M, K, N, Kp;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OLLLOOOLOOOii", &xo, &M, &K, &Kp, &no, &zo, &co, &N, &alo, &bo, &oo, &path, &threads))
+        return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    if (Kp % 4 || Kp < K || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad linear shape");
+    const long long rows = (M + MR - 1) / MR * MR;
+    gemm_job g = {.M = M, .Kp = Kp, .N = N};
+    held_buffers h = {.held = 0};
+    int ok = take_gemm_buffers(&g, &h, no, zo, co, alo, bo, oo, 1) == 0;
+    if (ok && get_buffer(xo, &h.views[h.held], 4, M * K, 0, "x") < 0) ok = 0;
+    else if (ok) h.held++;
+    int failed = 0;
+    if (ok) {
+        const float *x = h.views[h.held - 1].buf;
+        Py_BEGIN_ALLOW_THREADS
+        uint8_t *a = malloc((size_t)(rows * Kp) + 1);
+        float *scale = malloc((size_t)(M + 1) * sizeof(float));
+        if (a && scale) {
+            xtc_quantize_parallel(x, M, K, rows, Kp, a, scale, path, threads);
+            g.a = a, g.scale = scale;
+            failed = xtc_gemm_parallel(&g, path, threads);
+        } else {
+            failed = 1;
+        }
+        free(a);
+        free(scale);
+        Py_END_ALLOW_THREADS
+    }
+    release_all(&h);
+    if (!ok) return NULL;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
+    PyObject *out = PyList_New(0);
+    const char *names[] = {"", "reference", "avx2", "avx512-vnni"};
+    for (int p = PATH_REFERENCE; p <= PATH_AVX512; p++)
+        if (xtc_cpu_has(p)) {
+            PyObject *name = PyUnicode_FromString(names[p]);
+            PyList_Append(out, name);
+            Py_DECREF(name);
+        }
+    return out;
+}
+
+/* Which threads run the shares: the process's OpenMP runtime, or POSIX threads. */
+static PyObject *py_threading(PyObject *self, PyObject *noargs) {
+    const char *runtime = xtc_openmp_runtime();
+    return runtime ? PyUnicode_FromFormat("openmp (%s)", runtime) : PyUnicode_FromString("pthreads");
+}
+
+static PyMethodDef methods[] = {
+    {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path, threads)"},
+    {"linear", py_linear, METH_VARARGS,
+     "linear(x, M, K, Kp, neg, nonzero, colsum, N, alpha, bias, y, path, threads): quantize and multiply"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(a, M, Kp, neg, nonzero, colsum, N, acc, path, threads): int32 products"},
+    {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
+    {"threading", py_threading, METH_NOARGS, "what runs the kernels' threads: 'openmp (LIB)' or 'pthreads'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_lowbit", .m_doc = "xtc low-bit kernels", .m_size = -1, .m_methods = methods};
+
+PyMODINIT_FUNC PyInit__lowbit(void) { return PyModule_Create(&module); }
