@@ -1,5 +1,6 @@
 """`xtc study` on the real bert-tiny: cells, records, failures, and a killed study resuming."""
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,7 @@ def test_one_factor_grids_share_their_center_cell(tmp_path):
 @pytest.mark.parametrize("change,pattern", [
     ("center: {quantize.lr: 1.0e-4, quantize.warmup_ratio: 0.1}", "leaves \\['quantize.warmup_ratio'\\] unset"),
     ("grids:", "give either grid .* or grids"),
+    ("seeds: [1]", "reuse: MRPC: 'quantize' is not a shared stage"),
     ("  lr: {quantize.lr: [1.0e-4, 5.0e-4]}", "stage 'layer_reduction' is shared by all cells"),
     ("  lr: {quantize.lr: [1.0e-4, 5.0e-4]}", "seeds are given by `seeds`"),
 ])
@@ -145,6 +147,7 @@ def test_bad_one_factor_studies_fail_before_running(tmp_path, change, pattern):
         "give": "grid: {quantize.lr: [1]}\ngrids:",
         "stage": "  lr: {layer_reduction.lr: [1.0e-4, 5.0e-4]}",
         "seeds": "  lr: {quantize.lr: [1.0e-4], seed: [3]}",
+        "reuse:": "seeds: [1]\nreuse: {MRPC: {quantize: runs/elsewhere}}",
     }[pattern.split()[0].strip("\\[")]
     path = tmp_path / "s.yaml"
     path.write_text(ONE_FACTOR.replace(change, replacement))
@@ -178,3 +181,15 @@ def test_shared_stage_is_trained_once_and_reused_by_every_cell(tmp_path, glue_di
     assert not (tmp_path / "again" / "teachers" / "MRPC" / "teacher").exists()
     assert (tmp_path / "again" / "teachers" / "MRPC" / "layer_reduction" / "metrics.json").is_file()
     assert all(r["status"] == "ok" for r in read_results(tmp_path / "again"))
+
+    # a study given its shared stage too (here: the first study's) trains neither
+    reduced = out / "teachers" / "MRPC" / "layer_reduction"
+    path.write_text(path.read_text().replace("teachers:", f"reuse: {{MRPC: {{layer_reduction: {reduced}}}}}\nteachers:"))
+    result = CliRunner().invoke(main, ["study", str(path), "--out", str(tmp_path / "third"), "--glue-dir", str(glue_dir)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "third" / "teachers" / "MRPC").exists()
+    records = read_results(tmp_path / "third")
+    assert records and all(r["status"] == "ok" for r in records)
+    # the quantized cells start from that student: the same as the first study's cells at the same settings
+    first = {json.dumps(r["settings"], sort_keys=True): r["dev"] for r in read_results(out)}
+    assert all(first[json.dumps(r["settings"], sort_keys=True)] == r["dev"] for r in records)

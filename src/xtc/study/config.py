@@ -21,6 +21,8 @@ recipe) and reused by every cell, and ``seeds`` repeating every cell:
 ```yaml
 recipe: xtc-w1a8-l3
 shared: [layer_reduction]        # one layer-reduced student per task, every cell quantizes it
+reuse:                           # optional: shared stages already trained, e.g. by another study
+  RTE: {layer_reduction: runs/other-study/teachers/RTE/layer_reduction}
 seeds: [1, 2]
 center: {quantize.epochs: 3, quantize.lr: 5.0e-5}
 grids:
@@ -61,6 +63,8 @@ class StudyConfig(_Config):
     teachers: dict[str, Path] = Field({}, description="already fine-tuned teachers by task (skips training them)")
     shared: list[str] = Field([], description="distill stages trained once per task (after the teacher) and "
                               "reused by every cell; the grid may not vary them")
+    reuse: dict[str, dict[str, Path]] = Field({}, description="finished folders of shared stages, by task and "
+                                              "stage: used instead of training them (e.g. another study's)")
     seed: int = Field(42, description="seed of the shared teachers, and of cells when the grid has no seed")
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     max_eval_samples: int | None = Field(None, gt=0, description="evaluate on the first N dev rows only")
@@ -76,9 +80,14 @@ class StudyConfig(_Config):
 
     @model_validator(mode="after")
     def _one_grid_form(self):
-        unknown = set(self.teachers) - set(self.tasks)
-        if unknown:
-            raise ValueError(f"teachers: {sorted(unknown)[0]!r} is not one of the study's tasks {self.tasks}")
+        for field in ("teachers", "reuse"):
+            unknown = set(getattr(self, field)) - set(self.tasks)
+            if unknown:
+                raise ValueError(f"{field}: {sorted(unknown)[0]!r} is not one of the study's tasks {self.tasks}")
+        for task, stages in self.reuse.items():
+            unshared = set(stages) - set(self.shared)
+            if unshared:
+                raise ValueError(f"reuse: {task}: {sorted(unshared)[0]!r} is not a shared stage; shared: {self.shared}")
         if (self.grid is None) == (self.grids is None):
             raise ValueError("give either grid (every combination) or grids (one-factor sub-grids around center)")
         if self.grid is not None and self.center:

@@ -66,6 +66,10 @@ def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | No
     found = {name: folder / name for name in names}
     if given is not None:
         found[names[0]] = given
+    for name, stage_dir in study.reuse.get(task, {}).items():
+        if not (stage_dir / "metrics.json").is_file():
+            raise XtcError(f"reuse: {task} {name}: {stage_dir} is not a finished stage folder (no metrics.json)")
+        found[name] = stage_dir
     if all((found[name] / "metrics.json").is_file() for name in names):
         return found
     recipe_file = out / "teachers" / f"{task}.yaml"
