@@ -33,7 +33,7 @@ def test_mean_and_std_over_seeds(study_dir):
     assert [r["status"] for r in latest_records(study_dir)] == ["ok"] * 4
     text = write_report(study_dir).read_text()
     # lr 1e-4: f1 (80, 84) -> 82.00 ± 2.83; accuracy (70, 74) -> 72.00 ± 2.83; lr 5e-5 first (higher score)
-    rows = [line for line in text.splitlines() if line.startswith("| 0.0001") or line.startswith("| 5e-05")]
+    rows = [line for line in text.splitlines() if line.startswith(("| 0.0001", "| 5e-05"))]
     assert rows == ["| 5e-05 | 90.00 ± 0.00 | 80.00 ± 0.00 | 2 | W1A8 | 2.50 | 2.0 min |",
                     "| 0.0001 | 82.00 ± 2.83 | 72.00 ± 2.83 | 2 | W1A8 | 2.50 | 2.0 min |"]
     assert "Failed cells" not in text

@@ -83,11 +83,11 @@ class StudyConfig(_Config):
         for field in ("teachers", "reuse"):
             unknown = set(getattr(self, field)) - set(self.tasks)
             if unknown:
-                raise ValueError(f"{field}: {sorted(unknown)[0]!r} is not one of the study's tasks {self.tasks}")
+                raise ValueError(f"{field}: {min(unknown)!r} is not one of the study's tasks {self.tasks}")
         for task, stages in self.reuse.items():
             unshared = set(stages) - set(self.shared)
             if unshared:
-                raise ValueError(f"reuse: {task}: {sorted(unshared)[0]!r} is not a shared stage; shared: {self.shared}")
+                raise ValueError(f"reuse: {task}: {min(unshared)!r} is not a shared stage; shared: {self.shared}")
         if (self.grid is None) == (self.grids is None):
             raise ValueError("give either grid (every combination) or grids (one-factor sub-grids around center)")
         if self.grid is not None and self.center:
@@ -134,7 +134,7 @@ def load_study(path: str | Path) -> StudyConfig:
             raise XtcError(f"{path}: cell {cell.name}: {e}") from None
         missing = set(study.shared) - {s.name for s in recipe.stages[1:]}
         if missing:
-            raise XtcError(f"{path}: cell {cell.name}: its recipe has no stage {sorted(missing)[0]!r} to share")
+            raise XtcError(f"{path}: cell {cell.name}: its recipe has no stage {min(missing)!r} to share")
     return study
 
 

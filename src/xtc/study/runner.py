@@ -37,7 +37,8 @@ def read_results(out: Path) -> list[dict]:
 def _xtc_run(args: list[str], log: Path, threads: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     with log.open("a") as f:
-        return subprocess.run([sys.executable, "-m", "xtc", "run", *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.run([sys.executable, "-m", "xtc", "run", *args], env=env, stdout=f, stderr=subprocess.STDOUT,
+                              check=False)
 
 
 def _common_args(study: StudyConfig, glue_dir: Path | None) -> list[str]:
