@@ -202,6 +202,35 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+TARGETS = {"l3_w1a8": 97.0, "l3_w2a8": 98.5, "l6_w2a8": 99.5}  # % of the teacher's GLUE average (issue 5)
+
+
+def targets(results: dict) -> str:
+    """Each target, met or missed and by how much, once every averaged task has the rows it needs."""
+    def avg(stage):
+        return average({t: results[t][stage]["score"] for t in results if stage in results[t]})
+
+    teacher = avg("teacher")
+    if teacher is None:
+        return "Targets: checked when the teacher has all five averaged tasks.\n"
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    for stage, goal in TARGETS.items():
+        got = avg(stage)
+        if got is None:
+            lines.append(f"| {ROWS[stage]}: at least {goal}% of the teacher's average | not all tasks yet | - |")
+            continue
+        kept = 100 * got / teacher
+        verdict = "met" if kept >= goal else f"missed by {goal - kept:.1f} percentage points"
+        lines.append(f"| {ROWS[stage]}: at least {goal}% of the teacher's average | {kept:.1f}% "
+                     f"({got:.2f} of {teacher:.2f}) | {verdict} |")
+    ours, theirs = avg("l3_fp32"), avg("pretrained_l3")
+    if ours is not None and theirs is not None:
+        verdict = "met" if ours > theirs else f"missed by {theirs - ours:.2f} points"
+        lines.append(f"| our 3L FP32 beats {ROWS['pretrained_l3']} on the average | {ours:.2f} vs {theirs:.2f} | "
+                     f"{verdict} |")
+    return "Targets (GLUE average of CoLA, SST-2, MRPC, STS-B, RTE):\n\n" + "\n".join(lines) + "\n"
+
+
 def notes() -> dict:
     return json.loads(NOTES.read_text()) if NOTES.exists() else {}
 
@@ -279,6 +308,7 @@ The teacher's file is the reference for the ratios.
 {table(results)}
 
 {notes_text(results)}
+{targets(results)}
 Every number above is `xtc eval` of the stage folder (the fake-quant model in inference, whose
 1-/2-bit Linears compute the exact integer products the packed kernels compute). Quantized rows
 were exported packed twice and evaluated with the packed runtime (`xtc eval PACKED`): with the
