@@ -176,8 +176,8 @@ def table(results: dict) -> str:
     tasks = [t for t in TASKS if t in results]
     metric = {t: main_metric(results[t]["teacher"]["dev"])[0] if "teacher" in results[t] else "?" for t in tasks}
     head = " | ".join(f"{t} ({metric[t]})" for t in tasks)
-    lines = [f"| row | {head} | avg (5 tasks, no WNLI) | % of teacher | size (MB) | smaller than teacher | "
-             "kept tensors fp16: size (MB), ratio | training time |", "|---" * (len(tasks) + 7) + "|"]
+    lines = [(f"| row | {head} | avg (5 tasks, no WNLI) | % of teacher | size (MB) | smaller than teacher | "
+              "kept tensors fp16: size (MB), ratio | training time |"), "|---" * (len(tasks) + 7) + "|"]
     teacher_avg = average({t: results[t]["teacher"]["score"] for t in tasks if "teacher" in results[t]})
     for stage, label in ROWS.items():
         cells = {t: results[t][stage] for t in tasks if stage in results[t]}
@@ -251,11 +251,11 @@ def packed_check(results: dict) -> str:
     lines = ["| task | row | fake-quant | packed, kept fp32 | difference | packed, kept fp16 | difference |",
              "|---|---|---|---|---|---|---|"]
     for task in TASKS:
-        for stage in ROWS:
+        for stage, label in ROWS.items():
             cell = results.get(task, {}).get(stage)
             if cell and "packed_fp32" in cell:
                 f32, f16 = cell["packed_fp32"]["score"], cell["packed_fp16"]["score"]
-                lines.append(f"| {task} | {ROWS[stage]} | {cell['score']:.2f} | {f32:.2f} | {f32 - cell['score']:+.2f} | "
+                lines.append(f"| {task} | {label} | {cell['score']:.2f} | {f32:.2f} | {f32 - cell['score']:+.2f} | "
                              f"{f16:.2f} | {f16 - cell['score']:+.2f} |")
     return "\n".join(lines)
 
