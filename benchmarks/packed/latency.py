@@ -3,7 +3,8 @@
     python benchmarks/packed/latency.py [--threads 1 2] [--repeats 20]
 
 Run it on a quiet machine: every number is a median over ``--repeats`` runs, and
-the ratios compare variants timed side by side in this one run. Before timing,
+the ratios compare variants timed side by side in this one run (end to end: in ``--rounds``
+interleaved turns, the median of the turns). Before timing,
 each packed variant is checked against its fake-quant model (the packed path
 must compute the same thing). Writes latency.md / latency.json beside this script.
 
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -68,14 +70,14 @@ def linear_rows(threads: int, repeats: int) -> list[dict]:
             int8 = int8_dynamic(copy.deepcopy(fp))
             timings = {}
             with torch.no_grad():
-                timings["fp32"] = median_ms(lambda: fp(x), repeats)
-                timings["int8"] = median_ms(lambda: int8(x), repeats)
+                timings["fp32"] = median_ms(partial(fp, x), repeats)
+                timings["int8"] = median_ms(partial(int8, x), repeats)
                 for preset in ("w1a8", "w2a8"):
                     fake = quantize_(copy.deepcopy(fp), _linear_rule(preset))
                     layer = PackedLinear.from_quant_linear(fake[0])
                     expected = fake(x)  # validate before timing: the packed layer computes the fake-quant one
                     assert torch.allclose(layer(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max()), preset
-                    timings[preset] = median_ms(lambda: layer(x), repeats)
+                    timings[preset] = median_ms(partial(layer, x), repeats)
             rows.append({"family": family, "shape": f"{k}x{n}", "threads": threads, "ms": timings})
     return rows
 
@@ -107,7 +109,7 @@ def build_models(tmp: Path) -> dict[str, Path]:
                           dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}})
         quantize_dynamic(tmp / "fp32.onnx", tmp / "int8.onnx", weight_type=QuantType.QInt8)
         paths["ort-int8"] = tmp / "int8.onnx"
-    except Exception as e:  # report, and time the others
+    except Exception as e:  # noqa: BLE001 (any failure of the ONNX export: report it, and time the others)
         print(f"ONNX Runtime int8 skipped: {type(e).__name__}: {e}", file=sys.stderr)
     return paths
 
@@ -145,17 +147,23 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def end_to_end_rows(paths: dict[str, Path], threads: int, repeats: int) -> list[dict]:
+def end_to_end_rows(paths: dict[str, Path], threads: int, repeats: int, rounds: int) -> list[dict]:
+    """Each variant in a fresh process, ``rounds`` times in turn (variant after variant, then again), so
+    that a slow spell of this shared machine falls on every variant rather than on one; a variant's
+    time is the median of its rounds' medians."""
     rows = []
+    variants = [v for v in ("fp32", "torch-int8", "ort-int8", "w1a8", "w2a8")
+                if paths.get("fp32" if v == "torch-int8" else v) is not None]
     for batch in (1, 8):
-        result = {}
-        for variant in ("fp32", "torch-int8", "ort-int8", "w1a8", "w2a8"):
-            path = paths.get("fp32" if variant == "torch-int8" else variant)
-            if path is None:
-                continue
-            out = subprocess.run([sys.executable, __file__, "--worker", variant, str(path), str(threads), str(batch),
-                                  str(repeats)], capture_output=True, text=True, check=True)
-            result[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for variant in variants:
+                path = paths["fp32" if variant == "torch-int8" else variant]
+                out = subprocess.run([sys.executable, __file__, "--worker", variant, str(path), str(threads),
+                                      str(batch), str(repeats)], capture_output=True, text=True, check=True)
+                runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        result = {v: {"ms": statistics.median(r["ms"] for r in rs), "ms_rounds": [round(r["ms"], 2) for r in rs],
+                      "peak_mb": max(r["peak_mb"] for r in rs)} for v, rs in runs.items()}
         rows.append({"batch": batch, "threads": threads, "results": result})
     return rows
 
@@ -173,19 +181,21 @@ def check_packed_end_to_end(paths: dict[str, Path]) -> None:
 
 def markdown(linear: list[dict], e2e: list[dict]) -> str:
     lines = ["## Linear layers, 128 tokens (median ms; ratio = int8 time / packed time)\n",
-             "| model | shape (in x out) | threads | FP32 | torch int8 | W1A8 | W2A8 | W1A8 vs int8 | W1A8 vs FP32 | "
-             "W2A8 vs int8 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             ("| model | shape (in x out) | threads | FP32 | torch int8 | W1A8 | W2A8 | W1A8 vs int8 | W1A8 vs FP32 | "
+              "W2A8 vs int8 |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in linear:
         t = r["ms"]
         lines.append(f"| {r['family']} | {r['shape']} | {r['threads']} | {t['fp32']:.2f} | {t['int8']:.2f} | "
                      f"{t['w1a8']:.2f} | {t['w2a8']:.2f} | {t['int8'] / t['w1a8']:.2f}x | {t['fp32'] / t['w1a8']:.2f}x | "
                      f"{t['int8'] / t['w2a8']:.2f}x |")
     lines += ["\n## 6-layer BERT-base geometry, end to end, 128 tokens (median ms, peak RSS MB)\n",
-              "| batch | threads | variant | ms | peak MB | vs torch int8 |", "|---|---|---|---|---|---|"]
+              "| batch | threads | variant | ms | each round (ms) | peak MB | vs torch int8 |",
+              "|---|---|---|---|---|---|---|"]
     for r in e2e:
         base = r["results"]["torch-int8"]["ms"]
         for variant, v in r["results"].items():
-            lines.append(f"| {r['batch']} | {r['threads']} | {variant} | {v['ms']:.1f} | {v['peak_mb']:.0f} | "
+            each = ", ".join(f"{ms:.1f}" for ms in v["ms_rounds"])
+            lines.append(f"| {r['batch']} | {r['threads']} | {variant} | {v['ms']:.1f} | {each} | {v['peak_mb']:.0f} | "
                          f"{base / v['ms']:.2f}x |")
     return "\n".join(lines)
 
@@ -198,6 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="end to end: each variant's turns, interleaved")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
@@ -207,17 +218,18 @@ def main() -> None:
         for threads in args.threads:
             set_threads(threads)
             linear += linear_rows(threads, args.repeats)
-            e2e += end_to_end_rows(paths, threads, args.repeats)
+            e2e += end_to_end_rows(paths, threads, args.repeats, args.rounds)
     text = markdown(linear, e2e)
     print(text)
     (HERE / "latency.md").write_text(f"# Packed runtime latency\n\nMade by `python benchmarks/packed/latency.py "
-                                     f"--threads {' '.join(map(str, args.threads))} --repeats {args.repeats}` on "
+                                     f"--threads {' '.join(map(str, args.threads))} --repeats {args.repeats} --rounds {args.rounds}` on "
                                      f"{kernels_info()}.\n\n{text}\n")
     (HERE / "latency.json").write_text(json.dumps({"linear": linear, "end_to_end": e2e}, indent=2) + "\n")
 
 
 def kernels_info() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     return f"{cpu}, kernel path {kernels.PATHS[-1]}, kernel threads: {kernels.threading()}"
 
 
