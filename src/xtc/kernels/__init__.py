@@ -15,6 +15,11 @@ import numpy as np
 
 from xtc.kernels import _lowbit
 
+_API_VERSION = 2  # of the C functions this module calls (API_VERSION in module.c)
+if getattr(_lowbit, "API_VERSION", 1) != _API_VERSION:
+    raise ImportError(f"xtc's C kernels ({_lowbit.__file__}) are an older build than its Python code; rebuild them: "
+                      "pip install -e . (or python setup.py build_ext --inplace)")
+
 PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" always
 _PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
 _MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.h: rows per micro-kernel, columns per block, rows per panel

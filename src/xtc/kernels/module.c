@@ -183,4 +183,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_lowbit", .m_doc = "xtc low-bit kernels", .m_size = -1, .m_methods = methods};
 
-PyMODINIT_FUNC PyInit__lowbit(void) { return PyModule_Create(&module); }
+/* Bumped whenever the functions above change: xtc.kernels refuses a build older than its Python side. */
+#define API_VERSION 2
+
+PyMODINIT_FUNC PyInit__lowbit(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "API_VERSION", API_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
