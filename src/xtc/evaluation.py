@@ -63,7 +63,7 @@ def load_trained(name: str, task: GlueTask | None = None):
         if new_head:
             raise XtcError(f"{name!r} has no classification head: fine-tune it first (xtc finetune)")
     if task is not None and model.config.num_labels != task.num_labels:
-        raise XtcError(f"{name!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
+        raise XtcError(f"{str(name)!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
     return model.eval()
 
 

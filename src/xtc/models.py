@@ -203,7 +203,7 @@ def load_model(name: str | os.PathLike, task=None):
     if task is not None:
         if trained_for_task and config.num_labels != task.num_labels:
             raise XtcError(
-                f"{name!r} has a {config.num_labels}-way head, but {task.name} needs {task.num_labels}"
+                f"{str(name)!r} has a {config.num_labels}-way head, but {task.name} needs {task.num_labels}"
             )
         if not trained_for_task:
             config.num_labels = task.num_labels
