@@ -24,12 +24,13 @@ PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" alway
 _PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
 _MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.h: rows per micro-kernel, columns per block, rows per panel
 
-# Threads of the C kernels (POSIX threads, each taking a share of the output columns).
+# Default threads of the kernels called from here (the packed runtime passes torch's count instead).
 _threads = 1
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for the kernels (like torch.set_num_threads); each takes a share of the output columns."""
+    """Default threads of ``linear``, ``matmul_codes`` and ``quantize_rows``: each takes a share of the
+    output columns (of the tokens, when quantizing); see ``threading`` for what runs them."""
     global _threads
     if n < 1:
         raise ValueError("threads must be >= 1")
