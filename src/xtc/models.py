@@ -234,7 +234,7 @@ def _rebuild_quantization(model, folder: Path) -> None:
     if not added:
         return
     with safe_open(folder / "model.safetensors", "pt") as f:
-        missing = [k for k in added if k not in f.keys()]
+        missing = [k for k in added if k not in f.keys()]  # noqa: SIM118 (safe_open has keys(), no `in`)
         if missing:
             raise XtcError(f"{folder}: model.safetensors lacks {missing[0]} that its quantization config needs")
         model.load_state_dict({k: f.get_tensor(k) for k in added}, strict=False)

@@ -119,7 +119,7 @@ def load(folder: str | Path):
             raise XtcError(f"{folder}: quantized tensor {name} is neither a Linear nor an Embedding")
     kept = {name: torch.from_numpy(packed.dequantized(name)) for name, e in packed.header["tensors"].items()
             if name.removesuffix(".weight") not in quantized and not _is_packed_bias(name, quantized)}
-    missing, unexpected = model.load_state_dict(kept, strict=False, assign=True)
+    _, unexpected = model.load_state_dict(kept, strict=False, assign=True)
     if unexpected:
         raise XtcError(f"{folder}: tensors {unexpected[:3]} do not belong to a {config.model_type} model")
     _rebuild_buffers(model, config)
