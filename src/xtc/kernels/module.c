@@ -27,6 +27,32 @@ static int resolve_path(int path) {
     return path;
 }
 
+/* The buffers a call holds, taken from Python objects and checked against the shapes. */
+typedef struct {
+    Py_buffer views[8];
+    int held;
+} held_buffers;
+
+/* obj's buffer (None: NULL), held in h; on a bad buffer, NULL with an exception and *ok = 0. Does
+ * nothing once *ok is 0, so a call takes its buffers one after the other and checks ok once. */
+static void *take(held_buffers *h, PyObject *obj, Py_ssize_t itemsize, Py_ssize_t count, int writable,
+                  const char *name, int *ok) {
+    if (!*ok || obj == Py_None) return NULL;
+    if (get_buffer(obj, &h->views[h->held], itemsize, count, writable, name) < 0) {
+        *ok = 0;
+        return NULL;
+    }
+    return h->views[h->held++].buf;
+}
+
+/* Releases the buffers and returns the call's result: None, or NULL with an exception. */
+static PyObject *finish(held_buffers *h, int ok, int failed) {
+    while (h->held) PyBuffer_Release(&h->views[--h->held]);
+    if (!ok) return NULL;
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     PyObject *xo, *ao, *so;
     long long M, K, Mp, Kp;
@@ -34,56 +60,44 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OLLOLLOii", &xo, &M, &K, &ao, &Mp, &Kp, &so, &path, &threads)) return NULL;
     if ((path = resolve_path(path)) < 0) return NULL;
     if (Mp < M || Kp < K) return PyErr_Format(PyExc_ValueError, "padded shape smaller than the data");
-    Py_buffer x, a, s;
-    if (get_buffer(xo, &x, 4, M * K, 0, "x") < 0) return NULL;
-    if (get_buffer(ao, &a, 1, Mp * Kp, 1, "a") < 0) { PyBuffer_Release(&x); return NULL; }
-    if (get_buffer(so, &s, 4, M, 1, "scale") < 0) { PyBuffer_Release(&x); PyBuffer_Release(&a); return NULL; }
-    Py_BEGIN_ALLOW_THREADS
-    xtc_quantize_parallel((const float *)x.buf, M, K, Mp, Kp, (uint8_t *)a.buf, (float *)s.buf, path, threads);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x); PyBuffer_Release(&a); PyBuffer_Release(&s);
-    Py_RETURN_NONE;
-}
-
-/* The buffers of one product, taken from Python objects (None: absent) and checked against the shapes. */
-typedef struct {
-    Py_buffer views[8];
-    int held;
-} held_buffers;
-
-static void release_all(held_buffers *h) {
-    while (h->held) PyBuffer_Release(&h->views[--h->held]);
-}
-
-/* Fills g's weight, scale and output fields; g->M, g->Kp, g->N set. Returns 0, or -1 with an exception. */
-static int take_gemm_buffers(gemm_job *g, held_buffers *h, PyObject *no, PyObject *zo, PyObject *co, PyObject *alo,
-                             PyObject *bo, PyObject *oo, int scaled) {
-    const long long np = (g->N + PANEL - 1) / PANEL, kq = g->Kp / 4;
-#define TAKE(obj, size, count, writable, name, field, type)                                   \
-    if ((obj) != Py_None) {                                                                   \
-        if (get_buffer(obj, &h->views[h->held], size, count, writable, name) < 0) return -1;  \
-        g->field = (type)h->views[h->held++].buf;                                             \
+    held_buffers h = {.held = 0};
+    int ok = 1;
+    const float *x = take(&h, xo, 4, M * K, 0, "x", &ok);
+    uint8_t *a = take(&h, ao, 1, Mp * Kp, 1, "a", &ok);
+    float *scale = take(&h, so, 4, M, 1, "scale", &ok);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        xtc_quantize_parallel(x, M, K, Mp, Kp, a, scale, path, threads);
+        Py_END_ALLOW_THREADS
     }
-    TAKE(no, 8, np * kq, 0, "neg", neg, const uint64_t *)
-    TAKE(zo, 8, np * kq, 0, "nonzero", nonzero, const uint64_t *)
-    TAKE(co, 4, g->N, 0, "colsum", colsum, const int32_t *)
-    if (scaled) {
+    return finish(&h, ok, 0);
+}
+
+/* Fills g's weight, scale and output fields (g->M, g->Kp, g->N set); clears *ok on a bad buffer. */
+static void take_gemm_buffers(gemm_job *g, held_buffers *h, PyObject *no, PyObject *zo, PyObject *co, PyObject *alo,
+                              PyObject *bo, PyObject *oo, int scaled, int *ok) {
+    const long long np = (g->N + PANEL - 1) / PANEL, kq = g->Kp / 4;
+    g->neg = take(h, no, 8, np * kq, 0, "neg", ok);
+    g->nonzero = take(h, zo, 8, np * kq, 0, "nonzero", ok);
+    g->colsum = take(h, co, 4, g->N, 0, "colsum", ok);
+    if (scaled && *ok) {
         Py_buffer probe;
-        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) return -1;
+        if (PyObject_GetBuffer(alo, &probe, PyBUF_C_CONTIGUOUS) < 0) {
+            *ok = 0;
+            return;
+        }
         g->alpha_per_row = probe.len == 4 * g->N && g->N > 1;
         PyBuffer_Release(&probe);
-        TAKE(alo, 4, g->alpha_per_row ? g->N : 1, 0, "alpha", alpha, const float *)
-        TAKE(bo, 4, g->N, 0, "bias", bias, const float *)
-        TAKE(oo, 4, g->M * g->N, 1, "y", y, float *)
-    } else {
-        TAKE(oo, 4, g->M * g->N, 1, "acc", acc, int32_t *)
+        g->alpha = take(h, alo, 4, g->alpha_per_row ? g->N : 1, 0, "alpha", ok);
+        g->bias = take(h, bo, 4, g->N, 0, "bias", ok);
+        g->y = take(h, oo, 4, g->M * g->N, 1, "y", ok);
+    } else if (!scaled) {
+        g->acc = take(h, oo, 4, g->M * g->N, 1, "acc", ok);
     }
-#undef TAKE
-    if (!g->neg || !g->colsum || (scaled ? !g->y : !g->acc)) {
+    if (*ok && (!g->neg || !g->colsum || (scaled ? !g->y : !g->acc))) {
         PyErr_SetString(PyExc_ValueError, "neg, colsum and the output are required");
-        return -1;
+        *ok = 0;
     }
-    return 0;
 }
 
 /* gemm(a, M, Kp, neg, nonzero|None, colsum, N, acc, path, threads): the exact int32 products of
@@ -95,26 +109,22 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OLLOOOLOii", &ao, &M, &Kp, &no, &zo, &co, &N, &oo, &path, &threads)) return NULL;
     if ((path = resolve_path(path)) < 0) return NULL;
     if (Kp % 4 || M < 0 || N < 0) return PyErr_Format(PyExc_ValueError, "bad gemm shape");
-    const long long rows = (M + MR - 1) / MR * MR;
     gemm_job g = {.M = M, .Kp = Kp, .N = N};
     held_buffers h = {.held = 0};
-    int ok = take_gemm_buffers(&g, &h, no, zo, co, Py_None, Py_None, oo, 0) == 0;
-    if (ok && get_buffer(ao, &h.views[h.held], 1, rows * Kp, 0, "a") < 0) ok = 0;
-    else if (ok) g.a = h.views[h.held++].buf;
-    int failed = 0;
+    int ok = 1, failed = 0;
+    take_gemm_buffers(&g, &h, no, zo, co, Py_None, Py_None, oo, 0, &ok);
+    g.a = take(&h, ao, 1, (M + MR - 1) / MR * MR * Kp, 0, "a", &ok);
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         failed = xtc_gemm_parallel(&g, path, threads);
         Py_END_ALLOW_THREADS
     }
-    release_all(&h);
-    if (!ok) return NULL;
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return finish(&h, ok, failed);
 }
 
-/* linear(x, M, K, neg, nonzero|None, colsum, N, alpha, bias|None, y, path, threads): the fused Linear,
- * y = quantize(x) @ w.T * (scale * alpha) + bias, quantization and product both split across threads. */
+/* linear(x, M, K, Kp, neg, nonzero|None, colsum, N, alpha, bias|None, y, path, threads): the fused
+ * Linear, y = quantize(x) @ w.T * (scale * alpha) + bias, quantization and product both split across
+ * threads. */
 static PyObject *py_linear(PyObject *self, PyObject *args) {
     PyObject *xo, *no, *zo, *co, *alo, *bo, *oo;
     long long M, K, N, Kp;
@@ -126,12 +136,10 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     const long long rows = (M + MR - 1) / MR * MR;
     gemm_job g = {.M = M, .Kp = Kp, .N = N};
     held_buffers h = {.held = 0};
-    int ok = take_gemm_buffers(&g, &h, no, zo, co, alo, bo, oo, 1) == 0;
-    if (ok && get_buffer(xo, &h.views[h.held], 4, M * K, 0, "x") < 0) ok = 0;
-    else if (ok) h.held++;
-    int failed = 0;
+    int ok = 1, failed = 0;
+    take_gemm_buffers(&g, &h, no, zo, co, alo, bo, oo, 1, &ok);
+    const float *x = take(&h, xo, 4, M * K, 0, "x", &ok);
     if (ok) {
-        const float *x = h.views[h.held - 1].buf;
         Py_BEGIN_ALLOW_THREADS
         uint8_t *a = malloc((size_t)(rows * Kp) + 1);
         float *scale = malloc((size_t)(M + 1) * sizeof(float));
@@ -146,10 +154,7 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
         free(scale);
         Py_END_ALLOW_THREADS
     }
-    release_all(&h);
-    if (!ok) return NULL;
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return finish(&h, ok, failed);
 }
 
 static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
