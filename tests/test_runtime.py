@@ -44,7 +44,7 @@ def test_packed_logits_match_the_fake_quant_model(trained_like, batch, tmp_path,
     assert torch.allclose(half, expected, rtol=1e-2, atol=2e-3), (half - expected).abs().max()
 
 
-def test_packed_model_follows_torch_threads_with_the_same_logits(trained_like, batch, tmp_path):
+def test_packed_logits_do_not_depend_on_the_thread_count(trained_like, batch, tmp_path):
     export(quantize_(copy.deepcopy(trained_like), "w1a8"), tmp_path, load_tokenizer("bert-tiny"))
     model = load(tmp_path)
     threads = torch.get_num_threads()

@@ -179,6 +179,7 @@ def table(results: dict) -> str:
     lines = [(f"| row | {head} | avg (5 tasks, no WNLI) | % of teacher | size (MB) | smaller than teacher | "
               "kept tensors fp16: size (MB), ratio | training time |"), "|---" * (len(tasks) + 7) + "|"]
     teacher_avg = average({t: results[t]["teacher"]["score"] for t in tasks if "teacher" in results[t]})
+    by_task = notes()
     for stage, label in ROWS.items():
         cells = {t: results[t][stage] for t in tasks if stage in results[t]}
         if not cells:
@@ -188,15 +189,15 @@ def table(results: dict) -> str:
         keep = f"{100 * avg / teacher_avg:.1f}%" if avg is not None and teacher_avg else "-"
         # size and ratio from one task's files (they differ only by the head: a few bytes)
         first = next(iter(cells.values()))
-        size = file_size(first, "fp32")
+        size = first["size_bytes"]  # quantized rows: the packed file with fp32 kept tensors
         teacher_size = next((results[t]["teacher"]["size_bytes"] for t in cells if "teacher" in results[t]), None)
         ratio = f"{teacher_size / size:.1f}x" if teacher_size else "-"
         small = "-"
-        if "packed_fp16" in first:
-            small_size = file_size(first, "fp16")
-            small = f"{small_size / 1e6:.2f}, {teacher_size / small_size:.1f}x" if teacher_size else "-"
+        if "packed_fp16" in first and teacher_size:
+            small_size = first["packed_fp16"]["size_bytes"]
+            small = f"{small_size / 1e6:.2f}, {teacher_size / small_size:.1f}x"
         minutes = sum(c["wall_time_s"] for c in cells.values()) / 60
-        noted = "*" if any(stage in notes().get(t, {}) for t in cells) else ""
+        noted = "*" if any(stage in by_task.get(t, {}) for t in cells) else ""
         lines.append(f"| {label} | {scores} | {'-' if avg is None else f'{avg:.2f}'} | {keep} | {size / 1e6:.2f} | "
                      f"{ratio} | {small} | {minutes:.0f} min ({len(cells)} tasks){noted} |")
     return "\n".join(lines)
@@ -241,12 +242,6 @@ def notes_text(results: dict) -> str:
     return ("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
-def file_size(cell: dict, kept: str) -> int:
-    """A cell's file: the FP32 safetensors file of an FP32 row; a quantized row's packed file with
-    the kept tensors in ``kept`` precision."""
-    return cell[f"packed_{kept}"]["size_bytes"] if f"packed_{kept}" in cell else cell["size_bytes"]
-
-
 def packed_check(results: dict) -> str:
     lines = ["| task | row | fake-quant | packed, kept fp32 | difference | packed, kept fp16 | difference |",
              "|---|---|---|---|---|---|---|"]
@@ -271,7 +266,7 @@ def plot(results: dict) -> None:
         cells = {t: results[t][stage] for t in results if stage in results[t]}
         avg = average({t: c["score"] for t, c in cells.items()})
         if avg is not None:
-            points.append((file_size(next(iter(cells.values())), "fp32") / 1e6, avg, label))
+            points.append((next(iter(cells.values()))["size_bytes"] / 1e6, avg, label))
     if not points:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))

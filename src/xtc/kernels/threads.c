@@ -136,7 +136,7 @@ static void quantize_share(void *ctx, int t) {
 }
 
 void xtc_quantize_parallel(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
-                              int path, int threads) {
+                           int path, int threads) {
     quantize_shares w = {x, M, K, Mp, Kp, a, scale, path, clamp_threads(threads, M)};
     run_shares(quantize_share, &w, w.threads);
 }
