@@ -8,6 +8,7 @@ interrupted one resumes from its checkpoint.
 """
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,19 +29,20 @@ from xtc.recipe import Recipe, RunConfig, StageConfig
 from xtc.reduce import default_teacher_layers, reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
+from xtc.teacher_cache import TeacherCache
 from xtc.train import cross_entropy_loss, make_accelerator, train_stage
 
 STAGE_FILE = "stage.json"
 
 
-def kd_loss_fn(teacher: torch.nn.Module, kd: DistillationLoss, label_weight: float):
-    """A distill stage's objective: the teacher runs once per batch, in eval mode, without gradients."""
+def kd_loss_fn(teacher: TeacherCache, kd: DistillationLoss, label_weight: float):
+    """A distill stage's objective: the teacher (in eval mode, without gradients, its outputs kept
+    per example) and the student run on the same batch."""
 
     def loss_fn(model, batch):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         wants = dict(output_hidden_states=kd.needs_hidden_states, output_attentions=kd.needs_attentions)
-        with torch.no_grad():
-            teacher_out = teacher(**inputs, **wants)
+        teacher_out = teacher(inputs)
         labels = {"labels": batch["labels"]} if label_weight > 0 else {}
         student_out = model(**inputs, **labels, **wants)
         terms = kd(student_out, teacher_out, batch["attention_mask"])
@@ -182,14 +184,24 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 if kd.needs_attentions:
                     expose_attention_scores(teacher)
                     expose_attention_scores(model)
-                loss_fn = kd_loss_fn(teacher, kd, stage.distill.label_weight)
             features = train_features
             if stage.augment is not None:
                 examples = augment(train_examples, seed=config.seed, **stage.augment.model_dump())
                 features = tokenize(tokenizer, examples, config.max_seq_length)
+            if stage.kind == "distill":
+                # kept teacher outputs pay off when each process sees its examples more than once
+                steps = stage.max_steps or math.ceil(stage.epochs * math.ceil(len(features) / stage.batch_size))
+                passes = steps * stage.batch_size / len(features) / accelerator.num_processes
+                teacher_cache = TeacherCache(teacher, kd, int(config.teacher_cache_gb * 2**30) if passes > 1 else 0,
+                                             features, tokenizer, stage.eval_batch_size)
+                loss_fn = kd_loss_fn(teacher_cache, kd, stage.distill.label_weight)
             metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
                                   tokenizer=tokenizer, train_features=features, dev_features=dev_features,
                                   out=stage_dir, accelerator=accelerator, name=stage.name)
+            if stage.kind == "distill" and teacher_cache.hits and accelerator.is_main_process:
+                tqdm.write(f"{stage.name}: the teacher's outputs, kept for {len(teacher_cache.entries)} examples "
+                           f"({teacher_cache.bytes / 2**30:.2f} GiB), served {teacher_cache.hits} of "
+                           f"{teacher_cache.hits + teacher_cache.misses} training rows")
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir

@@ -308,6 +308,10 @@ class RunConfig(DataArgs, RunArgs):
     teacher_layers: tuple[int, ...] | None = Field(
         None, description="teacher layers the student keeps, e.g. 1,3,5 (overrides the recipe's layer reduction)"
     )
+    teacher_cache_gb: float = Field(
+        4.0, ge=0, description="memory for the teacher's outputs on training examples, reused on later epochs "
+        "instead of running the teacher again (0: run it on every batch)"
+    )
 
     @field_validator("teacher_layers", mode="before")
     @classmethod
@@ -359,5 +363,5 @@ class RunConfig(DataArgs, RunArgs):
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
                                                         "teacher_layers", "deepspeed_config",
-                                                        "num_processes"})
+                                                        "num_processes", "teacher_cache_gb"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}
