@@ -35,6 +35,7 @@ from xtc.provenance import source_commit
 HERE = Path(__file__).parent
 RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
 RESULTS, TABLE, PLOT = HERE / "results.json", HERE / "RESULTS.md", HERE / "accuracy_vs_size.png"
+README = HERE.parents[1] / "README.md"  # the table is copied between its glue:start / glue:end markers
 NOTES = HERE / "notes.json"  # {task: {stage: note}}: written by hand, e.g. when a cell's timing was disturbed
 GLUE = "../shared/data/glue"
 TASKS = ["RTE", "MRPC", "STS-B", "CoLA", "WNLI", "SST-2"]
@@ -131,7 +132,7 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
         results.setdefault(task, {})[stage] = cell
         write_outputs(results)
         if commit:
-            files = [str(p) for p in (RESULTS, TABLE, PLOT) if p.exists()]
+            files = [str(p) for p in (RESULTS, TABLE, PLOT, README) if p.exists()]
             subprocess.run(["git", "add", *files], check=True)
             subprocess.run(["git", "commit", "-q", "-m", f"glue: {task} {stage}", "--", *files], check=False)
     print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
@@ -318,6 +319,22 @@ students: it still moved one RTE example, so no fp16 policy is exact:
 ![accuracy vs size](accuracy_vs_size.png)
 """)
     plot(results)
+    copy_to_readme(results)
+
+
+def copy_to_readme(results: dict) -> None:
+    """The README's copy of the table and targets, between its <!-- glue:start --> / <!-- glue:end --> lines."""
+    start, end = "<!-- glue:start -->", "<!-- glue:end -->"
+    text = README.read_text()
+    if start not in text or end not in text:
+        return
+    cells = sum(len(by_stage) for by_stage in results.values())
+    status = ("complete" if cells == len(TASKS) * len(ROWS) else
+              f"in progress, {cells} of {len(TASKS) * len(ROWS)} cells measured")
+    body = (f"Status: {status} (copied from [RESULTS.md](benchmarks/glue/RESULTS.md), which has the packed-file "
+            f"checks and notes).\n\n{table(results)}\n\n{targets(results)}")
+    before, rest = text.split(start, 1)
+    README.write_text(f"{before}{start}\n{body}{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
