@@ -132,6 +132,7 @@ def test_one_factor_grids_share_their_center_cell(tmp_path):
     # (1e-4, 0.1) is reached by both sub-grids: one cell per seed, not two
     assert sorted(settings) == sorted([(1e-4, 0.1, 1), (1e-4, 0.1, 2), (5e-4, 0.1, 1), (5e-4, 0.1, 2),
                                        (1e-4, 0.0, 1), (1e-4, 0.0, 2)])
+    assert [seed for *_, seed in settings] == [1, 1, 1, 2, 2, 2]  # seeds outermost: half a study sees every setting
 
 
 @pytest.mark.parametrize("change,pattern", [

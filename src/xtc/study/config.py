@@ -164,9 +164,13 @@ def cells(study: StudyConfig) -> list[Cell]:
         keys = list(sub)
         for values in itertools.product(*(sub[k] for k in keys)):
             combo = {**study.center, **dict(zip(keys, values))}
-            for seed in study.seeds or [None]:
+            if combo not in combos:
+                combos.append(combo)
+    # seeds outermost: a study stopped halfway has every task and setting at its first seed(s)
+    ordered = []
+    for seed in study.seeds or [None]:
+        for task in study.tasks:
+            for combo in combos:
                 cell = {**combo, "seed": seed} if seed is not None else combo
-                cell = {k: cell[k] for k in study.grid_keys() if k in cell}
-                if cell not in combos:
-                    combos.append(cell)
-    return [Cell(study, task, combo) for task in study.tasks for combo in combos]
+                ordered.append(Cell(study, task, {k: cell[k] for k in study.grid_keys() if k in cell}))
+    return ordered
