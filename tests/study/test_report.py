@@ -78,3 +78,19 @@ def test_effects_answer_each_question_against_the_center(tmp_path):
     assert "| mean over tasks | w1a8 | 65.00 | 69.00 (+4.00) | 3 |" in effects
     assert "### quantize.lr\n" in effects  # lr's table holds epochs and bits at the center: 1 epoch, w1a8
     assert "| RTE | 58.00 ± 0.71 (2) (-2.00) | 60.00 ± 0.71 (2) | 5e-05 |" in effects
+
+
+def test_a_study_stopped_halfway_reports_what_it_has(tmp_path):
+    """Seed 1 only (the runner's first half), and one cell of the second task not run yet."""
+    study = {"description": "lr", "model": "minilm-l6", "recipe": "xtc-w1a8-l3", "tasks": ["RTE", "MRPC"],
+             "seeds": [1, 2], "center": {"quantize.lr": 5e-5}, "grids": {"lr": {"quantize.lr": [2e-5, 5e-5]}}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    rows = []
+    for task, lr, x in [("RTE", 5e-5, 0.6), ("RTE", 2e-5, 0.58), ("MRPC", 5e-5, 0.7)]:
+        rows.append({"cell": f"{task}-{lr}", "task": task, "status": "ok", "settings": {"quantize.lr": lr, "seed": 1},
+                     "dev": {"accuracy": x, "score": x, **({"f1": x} if task == "MRPC" else {})}, "bits": "W1A8",
+                     "layers": 3, "size_mb": 2.5, "wall_time_s": 60.0})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    effects = write_report(tmp_path).read_text().split("## Effects")[1].split("## Every setting")[0]
+    assert "| RTE | 58.00 ± 0.00 (1) (-2.00) | 60.00 ± 0.00 (1) | 5e-05 |" in effects
+    assert "| MRPC | - | 70.00 ± 0.00 (1) | 5e-05 |" in effects
