@@ -8,7 +8,6 @@ interrupted one resumes from its checkpoint.
 """
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from xtc.reduce import default_teacher_layers, reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
 from xtc.teacher_cache import TeacherCache
-from xtc.train import cross_entropy_loss, make_accelerator, train_stage
+from xtc.train import cross_entropy_loss, make_accelerator, stage_steps, train_stage
 
 STAGE_FILE = "stage.json"
 
@@ -190,8 +189,7 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 features = tokenize(tokenizer, examples, config.max_seq_length)
             if stage.kind == "distill":
                 # kept teacher outputs pay off when each process sees its examples more than once
-                steps = stage.max_steps or math.ceil(stage.epochs * math.ceil(len(features) / stage.batch_size))
-                passes = steps * stage.batch_size / len(features) / accelerator.num_processes
+                passes = stage_steps(stage, len(features)) * stage.batch_size / len(features) / accelerator.num_processes
                 teacher_cache = TeacherCache(teacher, kd, int(config.teacher_cache_gb * 2**30) if passes > 1 else 0,
                                              features, tokenizer, stage.eval_batch_size)
                 loss_fn = kd_loss_fn(teacher_cache, kd, stage.distill.label_weight)
