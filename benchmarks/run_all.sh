@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# The long benchmarks, one after the other, each resumable: the GLUE table (benchmarks/glue),
-# then the shipped studies and their reports (benchmarks/study). Run from the repository root,
-# in the background; run it again after an interruption and it carries on where it stopped:
+# The long benchmarks, each resumable: the GLUE table (benchmarks/glue), then the shipped studies
+# and their reports (benchmarks/study). Run from the repository root, in the background; run it
+# again after an interruption and it carries on where it stopped:
 #
 #     nohup bash benchmarks/run_all.sh > runs/run_all.log 2>&1 &
 #
-# Two jobs at a time, one thread each (2 cores; xtc study sets the threads per cell). The GLUE runner commits each table cell as it
-# finishes; the studies keep their results in runs/study*/results.jsonl and their reports are
-# committed under benchmarks/study/ at the end.
+# Two workers, one per core, each running one job at a time with one thread: the GLUE tasks,
+# then the cells of each study. A task or a cell is claimed by one worker (lock files), so a
+# worker with nothing left of the GLUE table (while the other trains the last task) starts on
+# the studies instead of leaving its core idle. The GLUE runner commits each table cell as it
+# finishes; the studies keep their results in runs/study*/results.jsonl, and their reports are
+# committed under benchmarks/study/ once both workers are done.
 set -euo pipefail
 GLUE=../shared/data/glue
+STUDIES=(study study-stages)
 
-python benchmarks/glue/run_glue.py --jobs 2
+worker() {
+    python benchmarks/glue/run_glue.py --jobs 1
+    for study in "${STUDIES[@]}"; do
+        xtc study "benchmarks/study/xtc-$study.yaml" --out "runs/$study" --jobs 1 --threads 1 --glue-dir "$GLUE"
+    done
+}
 
-for study in study study-stages; do
-    xtc study "benchmarks/study/xtc-$study.yaml" --out "runs/$study" --jobs 2 --glue-dir "$GLUE"
+worker & first=$!
+sleep 5
+worker & second=$!
+failed=0
+wait "$first" || failed=1
+wait "$second" || failed=1
+[ "$failed" = 0 ] || { echo "a worker failed; see runs/glue-*.log and runs/study*/cells/*.log" >&2; exit 1; }
+
+for study in "${STUDIES[@]}"; do
     xtc report "runs/$study"
     mkdir -p "benchmarks/study/$study"
     cp -r "runs/$study/report.md" "runs/$study/report.html" "runs/$study/plots" "benchmarks/study/$study/"

@@ -14,7 +14,8 @@ RESULTS.md and accuracy_vs_size.png are rewritten and committed per cell (``--no
 to skip). ``--report`` only rewrites the table and plot from results.json.
 
 With ``--jobs 2`` two tasks train side by side, one thread each (OMP_NUM_THREADS=1); separate
-runner processes (``--tasks``) may also run at once: cells are merged into results.json under a lock.
+runner processes may also run at once: each task is claimed by one runner (a lock file in
+runs/glue/), and cells are merged into results.json under a lock.
 """
 
 import argparse
@@ -138,7 +139,33 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
     print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
 
 
+@contextmanager
+def task_claim(task: str):
+    """Yields True while this process holds the task's flock (released by the system if it dies), False if
+    another runner process holds it: two runners (e.g. benchmarks/run_all.sh's workers) never train one task."""
+    lock = Path("runs") / "glue" / f"{task.lower()}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def run_task(task: str, results: dict, commit: bool) -> None:
+    with task_claim(task) as claimed:
+        if not claimed:
+            print(f"{task}: another runner is training it; skipped here", flush=True)
+            return
+        with results_lock():  # another runner may have finished cells of it since this one started
+            results.clear()
+            results.update(load_results())
+        run_claimed_task(task, results, commit)
+
+
+def run_claimed_task(task: str, results: dict, commit: bool) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if "teacher" not in results.get(task, {}):
         cmd = teacher_command(task)

@@ -239,12 +239,15 @@ def predict_(as_json: bool, **values):
 @click.argument("study_file", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="study folder (results.jsonl, cells/, teachers/)")
 @click.option("--jobs", default=1, type=click.IntRange(min=1), show_default=True, help="cells run in parallel")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="threads per cell  [default: the cores shared among the jobs]")
 @click.option("--glue-dir", type=click.Path(), default=None, help="GLUE folder (default: $XTC_GLUE_DIR, else the hub)")
-def study(study_file: str, out: str, jobs: int, glue_dir: str | None):
-    """Run a study: a grid of recipe settings x tasks, resumable, one record per cell."""
+def study(study_file: str, out: str, jobs: int, threads: int | None, glue_dir: str | None):
+    """Run a study: a grid of recipe settings x tasks, resumable, one record per cell. Several processes
+    may share one --out: each cell is claimed by one of them."""
     from xtc.study.runner import read_results, run_study
 
-    records = run_study(study_file, out, jobs, glue_dir)
+    records = run_study(study_file, out, jobs, glue_dir, threads)
     failed = [r for r in records if r["status"] != "ok"]
     total = len(read_results(Path(out)))
     click.echo(f"this run: {len(records) - len(failed)} cells finished, {len(failed)} failed; "

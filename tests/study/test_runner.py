@@ -65,10 +65,10 @@ def test_bad_grids_fail_before_running(study_file, change, pattern):
         load_study(study_file)
 
 
-def _study_process(study_file, out, glue_dir):
+def _study_process(study_file, out, glue_dir, *extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "xtc", "study", str(study_file), "--out", str(out),
-                             "--glue-dir", str(glue_dir)], env=env, stdout=subprocess.DEVNULL,
+                             "--glue-dir", str(glue_dir), *extra], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -91,6 +91,19 @@ def test_killed_study_resumes_without_redoing_finished_cells(study_file, tmp_pat
     assert sorted(r["cell"] for r in ok) == sorted(c.name for c in cells(load_study(study_file)))  # each once
     assert {c: (out / "cells" / c / "summary.json").stat().st_mtime_ns for c in finished} == stamps
     assert all(r["bits"] == "W1A8" and r["layers"] == 1 and 0 <= r["dev"]["f1"] <= 1 for r in ok)
+    teacher_runs = (out / "teachers" / "MRPC" / "teacher" / "train_log.jsonl").read_text().count('"event": "start"')
+    assert teacher_runs == 1
+
+
+def test_two_processes_share_a_study_folder(study_file, tmp_path, glue_dir):
+    """Started together on one folder: the shared teacher is trained once, each cell runs in one of them."""
+    out = tmp_path / "study"
+    procs = [_study_process(study_file, out, glue_dir, "--threads", "1") for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    records = read_results(out)
+    assert sorted(r["cell"] for r in records) == sorted(c.name for c in cells(load_study(study_file)))  # each once
+    assert all(r["status"] == "ok" for r in records)
+    assert len({r["runner_pid"] for r in records}) == 2  # both took cells
     teacher_runs = (out / "teachers" / "MRPC" / "teacher" / "train_log.jsonl").read_text().count('"event": "start"')
     assert teacher_runs == 1
 

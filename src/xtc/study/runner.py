@@ -5,14 +5,20 @@ metrics, packed size, wall time; or the error of a failed cell). Running the
 study again skips the cells recorded as ok, retries failed ones, and resumes an
 interrupted cell from its checkpoints (each cell is an `xtc run` folder in
 ``OUT/cells/``). The teacher of each task is fine-tuned once, in ``OUT/teachers/``.
+
+Several `xtc study` processes may share one folder (e.g. one more started when a core
+frees up): each cell, and each task's shared stages, is claimed with a lock file
+(``flock``, released by the system if a process dies), so no two processes run the same one.
 """
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -32,6 +38,23 @@ def read_results(out: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@contextmanager
+def _claim(lock: Path, wait: bool):
+    """Hold ``lock`` (an flock) for the block; yields False if another process holds it and not ``wait``."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # closing the file releases the lock
+
+
+def _finished(out: Path) -> set[str]:
+    return {r["cell"] for r in read_results(out) if r["status"] == "ok"}
 
 
 def _xtc_run(args: list[str], log: Path, threads: int) -> subprocess.CompletedProcess:
@@ -71,8 +94,14 @@ def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | No
         if not (stage_dir / "metrics.json").is_file():
             raise XtcError(f"reuse: {task} {name}: {stage_dir} is not a finished stage folder (no metrics.json)")
         found[name] = stage_dir
-    if all((found[name] / "metrics.json").is_file() for name in names):
-        return found
+    with _claim(out / "teachers" / f"{task}.lock", wait=True):  # another process may be training them
+        if not all((found[name] / "metrics.json").is_file() for name in names):
+            _train_shared(study, task, stages, folder, given, out, glue_dir, threads)
+    return found
+
+
+def _train_shared(study: StudyConfig, task: str, stages: list, folder: Path, given: Path | None, out: Path,
+                  glue_dir: Path | None, threads: int) -> None:
     recipe_file = out / "teachers" / f"{task}.yaml"
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
     recipe_file.write_text(yaml.safe_dump({"description": f"stages of {task} shared by the cells",
@@ -83,7 +112,19 @@ def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | No
                      *teacher, *_common_args(study, glue_dir)], log, threads)
     if proc.returncode != 0:
         raise XtcError(f"the shared stages of {task} failed: {_last_error(log)} (log: {log})")
-    return found
+
+
+def _claim_and_run(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path, glue_dir: Path | None,
+                   threads: int) -> dict | None:
+    """Run the cell and append its record to results.jsonl (under its lock, so that the next process to
+    claim it sees it finished); None when another process runs it or has finished it."""
+    with _claim(out / "cells" / f"{cell.name}.lock", wait=False) as claimed:
+        if not claimed or cell.name in _finished(out):
+            return None
+        record = _run_cell(cell, study, shared, out, glue_dir, threads)
+        with (out / RESULTS).open("a") as results:
+            results.write(json.dumps(record) + "\n")  # one line, one write: appends of processes do not interleave
+        return record
 
 
 def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path, glue_dir: Path | None,
@@ -101,7 +142,7 @@ def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path
         args += ["--set", override]
     proc = _xtc_run(args, log, threads)
     record = {"cell": cell.name, "task": cell.task, "settings": cell.settings, "recipe": cell.recipe,
-              "seed": cell.seed, "elapsed_s": round(time.perf_counter() - started, 1)}
+              "seed": cell.seed, "elapsed_s": round(time.perf_counter() - started, 1), "runner_pid": os.getpid()}
     if proc.returncode != 0:
         return {**record, "status": "failed", "error": _last_error(log), "log": str(log)}
     summary = json.loads((folder / "summary.json").read_text())
@@ -112,29 +153,34 @@ def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path
             "wall_time_s": round(sum(s["wall_time_s"] or 0 for s in summary["stages"]), 1)}
 
 
-def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | Path | None = None) -> list[dict]:
-    """Run every cell not yet recorded as ok; returns the records of this invocation."""
+def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | Path | None = None,
+              threads: int | None = None) -> list[dict]:
+    """Run every cell not yet recorded as ok (nor running in another process); returns the records of this
+    invocation. ``threads`` per cell defaults to the cores shared among the ``jobs``."""
     study = load_study(path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = study.model_dump(mode="json")
-    if (out / STUDY_FILE).is_file() and json.loads((out / STUDY_FILE).read_text()) != settings:
-        raise XtcError(f"{out} holds a different study; choose another --out")
-    (out / STUDY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    if (out / STUDY_FILE).is_file():
+        if json.loads((out / STUDY_FILE).read_text()) != settings:
+            raise XtcError(f"{out} holds a different study; choose another --out")
+    else:
+        (out / STUDY_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     glue = Path(glue_dir) if glue_dir else None
-    done = {r["cell"] for r in read_results(out) if r["status"] == "ok"}
+    done = _finished(out)
     todo = [c for c in cells(study) if c.name not in done]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     bar = tqdm(total=len(done) + len(todo), initial=len(done), desc="study", unit="cell")
     shared = {task: _shared_stages(study, task, out, glue, threads * jobs) for task in dict.fromkeys(c.task for c in todo)}
     records = []
-    with ThreadPoolExecutor(jobs) as pool, (out / RESULTS).open("a", buffering=1) as results:
-        futures = [pool.submit(_run_cell, c, study, shared[c.task], out, glue, threads) for c in todo]
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_claim_and_run, c, study, shared[c.task], out, glue, threads) for c in todo]
         for future in as_completed(futures):
             record = future.result()
-            results.write(json.dumps(record) + "\n")
-            records.append(record)
             bar.update(1)
+            if record is None:  # another process's cell
+                continue
+            records.append(record)
             if record["status"] != "ok":
                 tqdm.write(f"cell {record['cell']} failed: {record['error']}")
     bar.close()
