@@ -55,12 +55,12 @@ class TeacherCache:
             batch = collate(ordered[start:start + self.batch_size])
             inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             out = self._run_teacher(inputs)
-            for row, n in enumerate(inputs["attention_mask"].sum(1).tolist()):
+            lengths = inputs["attention_mask"].sum(1).tolist()
+            for row, (n, key) in enumerate(zip(lengths, self._keys(inputs, lengths))):
                 entry = self._entry(out, row, n)
                 size = sum(t.numel() * t.element_size() for t in [entry[0], *entry[1], *entry[2]])
                 if self.bytes + size > self.max_bytes:
                     return
-                key = self._key(inputs, row, n)
                 if key not in self.entries:
                     self.entries[key] = entry
                     self.bytes += size
@@ -74,7 +74,7 @@ class TeacherCache:
         if not self.entries or not right_padded:
             return self._run_teacher(inputs)  # nothing kept, or padding on the left: keys would not be the tokens
         lengths = lengths.tolist()
-        keys = [self._key(inputs, row, n) for row, n in enumerate(lengths)]
+        keys = self._keys(inputs, lengths)
         missing = [row for row, key in enumerate(keys) if key not in self.entries]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -89,11 +89,12 @@ class TeacherCache:
         return self._pad(rows, lengths, mask.size(1))
 
     @staticmethod
-    def _key(inputs: dict, row: int, n: int) -> bytes:
-        key = inputs["input_ids"][row, :n].cpu().numpy().tobytes()
-        if "token_type_ids" in inputs:
-            key += b"|" + inputs["token_type_ids"][row, :n].cpu().numpy().tobytes()
-        return key
+    def _keys(inputs: dict, lengths: list[int]) -> list[bytes]:
+        """Each row's tokens (and token types) as bytes; one copy to the host for the batch."""
+        ids = inputs["input_ids"].cpu().numpy()  # (batch, seq)
+        types = inputs["token_type_ids"].cpu().numpy() if "token_type_ids" in inputs else None
+        return [ids[row, :n].tobytes() + (b"|" + types[row, :n].tobytes() if types is not None else b"")
+                for row, n in enumerate(lengths)]
 
     def _entry(self, out, row: int, n: int) -> tuple:
         return (out.logits[row].clone(),
