@@ -326,7 +326,9 @@ by side with one thread each, so training times are per thread. Sizes: the FP32 
 file for FP32 rows; for quantized rows the packed file (`xtc export --kept fp32`), which
 evaluates exactly as the fake-quant model, and beside it the smaller file with the kept
 tensors in fp16 (`xtc export`, the default), whose rounding can flip a borderline example.
-The teacher's file is the reference for the ratios.
+The teacher's file is the reference for the ratios. A stage interrupted at the end of a
+working session resumes from its checkpoint in the next, sometimes under a later commit;
+results.json records the commit that finished each cell.
 
 {table(results)}
 
