@@ -124,6 +124,21 @@ def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path):
     assert metrics[0]["dev"] == metrics[1]["dev"] and metrics[0]["best_step"] == metrics[1]["best_step"]
 
 
+def test_teacher_outputs_in_files_are_read_by_the_next_run(run_dir, glue_dir, tmp_path):
+    """Two runs quantizing one student from one teacher: the second reads the first's files, and its
+    result equals a run that keeps the outputs in memory (same values: both come from the same fill)."""
+    teacher, _ = run_dir
+    args = ["run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir, *TINY,
+            "--reuse", f"layer_reduction={teacher / 'layer_reduction'}", "--set", "quantize.max_steps=8"]
+    first = xtc(*args, "--out", tmp_path / "a", "--teacher-cache-dir", tmp_path / "store")
+    second = xtc(*args, "--out", tmp_path / "b", "--teacher-cache-dir", tmp_path / "store")
+    memory = xtc(*args, "--out", tmp_path / "c")
+    assert first.exit_code == second.exit_code == memory.exit_code == 0, first.output + second.output
+    assert f"written to {tmp_path / 'store'}" in first.output and f"read from {tmp_path / 'store'}" in second.output
+    weights = [load_file(tmp_path / run / "quantize" / "model.safetensors") for run in "abc"]
+    assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
+
+
 def test_two_stage_schedule_continues_from_the_quantized_model(run_dir, glue_dir, tmp_path):
     teacher, _ = run_dir
     args = ["run", "--recipe", "xtc-w1a8-l3-two-stage", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,

@@ -93,3 +93,41 @@ def test_switched_off_or_left_padded_runs_the_teacher(setup):
                      padding_side="left", return_tensors="pt")
     out = cache(dict(left))
     assert cache.hits == 0 and out.logits.shape == (2, TASK.num_labels)
+
+
+def test_a_store_is_written_once_and_read_by_the_next_cache(setup, tmp_path):
+    tokenizer, features, teacher, student = setup
+    kd = DistillationLoss([1])
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        first = TeacherCache(teacher, kd, 0, features, tokenizer, batch_size=7, store=tmp_path)
+        inputs = batches(tokenizer, features, 5, seed=2)
+        check_same_loss(kd, student, first, inputs[0])  # fills: runs the teacher, writes the files
+        assert not first.loaded_from_store and calls
+        calls.clear()
+        second = TeacherCache(teacher, kd, 0, features, tokenizer, batch_size=7, store=tmp_path)
+        for batch in inputs:
+            a, b = first(batch), second(batch)
+            assert torch.equal(a.logits, b.logits) and torch.equal(a.hidden_states[2], b.hidden_states[2])
+            assert torch.equal(a.attentions[1], b.attentions[1])
+        assert second.loaded_from_store and not calls  # read, not run
+    finally:
+        hook.remove()
+    assert len(list(tmp_path.iterdir())) == 1  # one folder, no leftover temporary one
+    other_layers = TeacherCache(teacher, DistillationLoss([0]), 0, features, tokenizer, batch_size=7, store=tmp_path)
+    other_layers(inputs[0])
+    assert not other_layers.loaded_from_store and len(list(tmp_path.iterdir())) == 2  # other layers, other files
+
+
+def test_a_store_is_not_read_for_another_teacher(setup, tmp_path):
+    tokenizer, features, teacher, _ = setup
+    kd = DistillationLoss([1])
+    TeacherCache(teacher, kd, 0, features, tokenizer, store=tmp_path).fill()
+    changed, _ = load_model("bert-tiny", TASK)
+    expose_attention_scores(changed.eval())
+    with torch.no_grad():
+        changed.classifier.weight.add_(1.0)
+    cache = TeacherCache(changed, kd, 0, features, tokenizer, store=tmp_path)
+    cache.fill()
+    assert not cache.loaded_from_store

@@ -39,6 +39,7 @@ RESULTS, TABLE, PLOT = HERE / "results.json", HERE / "RESULTS.md", HERE / "accur
 README = HERE.parents[1] / "README.md"  # the table is copied between its glue:start / glue:end markers
 NOTES = HERE / "notes.json"  # {task: {stage: note}}: written by hand, e.g. when a cell's timing was disturbed
 GLUE = "../shared/data/glue"
+TEACHER_OUTPUTS = "runs/teacher-outputs"  # the teachers' outputs on the training data, shared with benchmarks/study
 TASKS = ["RTE", "MRPC", "STS-B", "CoLA", "WNLI", "SST-2"]
 AVERAGED = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]  # WNLI is reported, not averaged
 ROWS = {  # stage -> row label, in table order
@@ -82,7 +83,8 @@ def teacher_command(task: str) -> list[str]:
 
 def run_command(task: str) -> list[str]:
     cmd = ["xtc", "run", "--recipe", RECIPE, "--model", "minilm-l6", "--task", task,
-           "--teacher", str(teacher_dir(task)), "--glue-dir", GLUE, "--out", f"runs/glue/{task.lower()}"]
+           "--teacher", str(teacher_dir(task)), "--glue-dir", GLUE, "--teacher-cache-dir", TEACHER_OUTPUTS,
+           "--out", f"runs/glue/{task.lower()}"]
     for stage in list(ROWS)[1:]:
         for field, value in CUT.get(task, {}).items():
             cmd += ["--set", f"{stage}.{field}={value}"]

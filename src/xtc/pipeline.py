@@ -188,18 +188,23 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 examples = augment(train_examples, seed=config.seed, **stage.augment.model_dump())
                 features = tokenize(tokenizer, examples, config.max_seq_length)
             if stage.kind == "distill":
-                # kept teacher outputs pay off when each process sees its examples more than once
+                # kept teacher outputs pay off when each process sees its examples more than once, or when
+                # written to files that other stages and runs read (not augmented data: it is the seed's own)
                 passes = stage_steps(stage, len(features)) * stage.batch_size / len(features) / accelerator.num_processes
+                store = config.teacher_cache_dir if stage.augment is None else None
                 teacher_cache = TeacherCache(teacher, kd, int(config.teacher_cache_gb * 2**30) if passes > 1 else 0,
-                                             features, tokenizer, stage.eval_batch_size)
+                                             features, tokenizer, stage.eval_batch_size, store)
                 loss_fn = kd_loss_fn(teacher_cache, kd, stage.distill.label_weight)
             metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
                                   tokenizer=tokenizer, train_features=features, dev_features=dev_features,
                                   out=stage_dir, accelerator=accelerator, name=stage.name)
             if stage.kind == "distill" and teacher_cache.hits and accelerator.is_main_process:
+                where = (f"read from {config.teacher_cache_dir}" if teacher_cache.loaded_from_store else
+                         f"written to {config.teacher_cache_dir}" if teacher_cache.stored is not None else
+                         f"{teacher_cache.bytes / 2**30:.2f} GiB in memory")
                 tqdm.write(f"{stage.name}: the teacher's outputs, kept for {len(teacher_cache.entries)} examples "
-                           f"({teacher_cache.bytes / 2**30:.2f} GiB), served {teacher_cache.hits} of "
-                           f"{teacher_cache.hits + teacher_cache.misses} training rows")
+                           f"({where}), served {teacher_cache.hits} of {teacher_cache.hits + teacher_cache.misses} "
+                           "training rows")
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir

@@ -312,6 +312,10 @@ class RunConfig(DataArgs, RunArgs):
         4.0, ge=0, description="memory for the teacher's outputs on training examples, reused on later epochs "
         "instead of running the teacher again (0: run it on every batch)"
     )
+    teacher_cache_dir: Path | None = Field(
+        None, description="keep the teacher's outputs in files in this folder instead (memory-mapped, no memory "
+        "limit), where later stages and runs with the same teacher and training data find them"
+    )
 
     @field_validator("teacher_layers", mode="before")
     @classmethod
@@ -363,5 +367,6 @@ class RunConfig(DataArgs, RunArgs):
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
                                                         "teacher_layers", "deepspeed_config",
-                                                        "num_processes", "teacher_cache_gb"})
+                                                        "num_processes", "teacher_cache_gb",
+                                                        "teacher_cache_dir"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}

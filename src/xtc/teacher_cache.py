@@ -14,30 +14,47 @@ STS-B, W1A8).
 
 Examples are keyed by their tokens (equal augmented copies share an entry). Once ``max_bytes`` is
 used the remaining (longest) examples are not kept: the teacher runs on them in each batch.
+
+With a ``store`` folder the outputs go to files there instead of memory (memory-mapped, no
+limit), named by a digest of everything they depend on (the teacher's weights, the examples'
+tokens, the layers kept, the fill's batch size, torch's version): later stages and other runs
+with the same teacher and data (e.g. the cells of a study) read them instead of running the
+teacher. Files: ``<digest>/meta.json`` and raw little-endian arrays (no pickles).
 """
 
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
+import xtc
 from xtc.distill import DistillationLoss
+
+STORE_FORMAT = 1
 
 
 class TeacherCache:
     """Call it like the teacher, with a batch's model inputs (tensors of shape (batch, seq))."""
 
     def __init__(self, teacher: torch.nn.Module, kd: DistillationLoss, max_bytes: int,
-                 features: list[dict] = (), tokenizer=None, batch_size: int = 64):
-        self.teacher, self.kd, self.max_bytes = teacher, kd, max_bytes
+                 features: list[dict] = (), tokenizer=None, batch_size: int = 64, store: Path | None = None):
+        self.teacher, self.kd, self.max_bytes, self.store = teacher, kd, max_bytes, store
         self.features, self.tokenizer, self.batch_size = features, tokenizer, batch_size
+        self.stored = None  # store mode: the memory-mapped arrays; entries then map key -> row
         # the indices of outputs.hidden_states / outputs.attentions the loss reads
         self.hidden_ids = [0] + [t + 1 for t in kd.teacher_layers] if kd.needs_hidden_states else []
         self.attention_ids = list(kd.teacher_layers) if kd.needs_attentions else []
         self.entries: dict[bytes, tuple] = {}  # key -> (logits (labels,), [hidden (n, H)], [scores (heads, n, n)])
         self.bytes = 0
-        self.filled = max_bytes <= 0 or not features
+        self.filled = (max_bytes <= 0 and store is None) or not features
+        self.loaded_from_store = False
         self.hits = self.misses = 0
 
     def _run_teacher(self, inputs: dict):
@@ -45,18 +62,26 @@ class TeacherCache:
             return self.teacher(**inputs, output_hidden_states=self.kd.needs_hidden_states,
                                 output_attentions=self.kd.needs_attentions)
 
-    def fill(self) -> None:
-        """Run the teacher over the training examples, shortest first, keeping outputs up to ``max_bytes``."""
-        self.filled = True
-        ordered = sorted(self.features, key=lambda feature: len(feature["input_ids"]))
+    def _fill_batches(self, ordered: list[dict]):
+        """(teacher outputs, lengths, keys) per batch of ``ordered``, in order."""
         device = next(self.teacher.parameters()).device
         collate = DataCollatorWithPadding(self.tokenizer)  # not a DataLoader: its iterator draws from torch's RNG
         for start in tqdm(range(0, len(ordered), self.batch_size), desc="teacher outputs", leave=False):
             batch = collate(ordered[start:start + self.batch_size])
             inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            out = self._run_teacher(inputs)
             lengths = inputs["attention_mask"].sum(1).tolist()
-            for row, (n, key) in enumerate(zip(lengths, self._keys(inputs, lengths))):
+            yield self._run_teacher(inputs), lengths, self._keys(inputs, lengths)
+
+    def fill(self) -> None:
+        """Run the teacher over the training examples, shortest first, keeping outputs up to ``max_bytes``
+        (or, with a store, reading them from it, or writing them there)."""
+        self.filled = True
+        ordered = sorted(self.features, key=lambda feature: len(feature["input_ids"]))
+        if self.store is not None:
+            self._fill_store(ordered)
+            return
+        for out, lengths, keys in self._fill_batches(ordered):
+            for row, (n, key) in enumerate(zip(lengths, keys)):
                 entry = self._entry(out, row, n)
                 size = sum(t.numel() * t.element_size() for t in [entry[0], *entry[1], *entry[2]])
                 if self.bytes + size > self.max_bytes:
@@ -64,6 +89,84 @@ class TeacherCache:
                 if key not in self.entries:
                     self.entries[key] = entry
                     self.bytes += size
+
+    # ---- store mode ------------------------------------------------------------------------------
+
+    def _digest(self, ordered: list[dict]) -> str:
+        h = hashlib.sha256(json.dumps({"format": STORE_FORMAT, "hidden": self.hidden_ids, "attention": self.attention_ids,
+                                       "batch_size": self.batch_size, "torch": torch.__version__}).encode())
+        for name, tensor in self.teacher.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        for feature in ordered:
+            h.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+            h.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+        return h.hexdigest()[:32]
+
+    def _fill_store(self, ordered: list[dict]) -> None:
+        folder = self.store / self._digest(ordered)
+        lengths = [len(f["input_ids"]) for f in ordered]
+        if not (folder / "meta.json").is_file():
+            self._write_store(folder, ordered, lengths)
+        else:
+            self.loaded_from_store = True
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {name: np.memmap(folder / f"{name}.bin", dtype=np.float32, mode="r", shape=tuple(shape))
+                  for name, shape in meta["arrays"].items()}
+        tokens = np.concatenate([[0], np.cumsum(lengths)])  # row i: tokens[i]:tokens[i + 1] of the hidden arrays
+        scores = np.concatenate([[0], np.cumsum([meta["heads"] * n * n for n in lengths])])
+        self.stored = (arrays, tokens, scores, meta["heads"])
+        for row, key in enumerate(self._feature_keys(ordered)):
+            self.entries.setdefault(key, row)
+
+    def _write_store(self, folder: Path, ordered: list[dict], lengths: list[int]) -> None:
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        arrays, offsets, row = {}, {"hidden": 0, "attention": 0}, 0
+        for out, batch_lengths, _ in self._fill_batches(ordered):
+            if not arrays:  # shapes from the first batch's outputs
+                heads, width = (out.attentions[self.attention_ids[0]].size(1) if self.attention_ids else 0,
+                                out.hidden_states[0].size(-1) if self.hidden_ids else 0)
+                shapes = {"logits": (len(ordered), out.logits.size(-1)),
+                          **{f"hidden.{j}": (sum(lengths), width) for j in self.hidden_ids},
+                          **{f"attention.{j}": (sum(heads * n * n for n in lengths),) for j in self.attention_ids}}
+                arrays = {name: np.memmap(tmp / f"{name}.bin", dtype=np.float32, mode="w+", shape=shape)
+                          for name, shape in shapes.items()}
+            for i, n in enumerate(batch_lengths):
+                logits, hidden, attention = self._entry(out, i, n)
+                arrays["logits"][row] = logits.cpu().numpy()
+                for j, states in zip(self.hidden_ids, hidden):
+                    arrays[f"hidden.{j}"][offsets["hidden"]:offsets["hidden"] + n] = states.cpu().numpy()
+                for j, scores in zip(self.attention_ids, attention):
+                    arrays[f"attention.{j}"][offsets["attention"]:offsets["attention"] + scores.numel()] = \
+                        scores.reshape(-1).cpu().numpy()
+                offsets["hidden"] += n
+                offsets["attention"] += heads * n * n
+                row += 1
+        for array in arrays.values():
+            array.flush()
+        meta = {"format": STORE_FORMAT, "heads": heads, "xtc": xtc.__version__,
+                "arrays": {name: list(array.shape) for name, array in arrays.items()}}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            tmp.rename(folder)  # whole or not at all; another process may have written the same one meanwhile
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _feature_keys(self, ordered: list[dict]) -> list[bytes]:
+        return [np.asarray(f["input_ids"], dtype=np.int64).tobytes()
+                + (b"|" + np.asarray(f["token_type_ids"], dtype=np.int64).tobytes() if "token_type_ids" in f else b"")
+                for f in ordered]
+
+    def _read(self, row: int) -> tuple:
+        arrays, tokens, scores, heads = self.stored
+        t0, t1, a0, a1 = tokens[row], tokens[row + 1], scores[row], scores[row + 1]
+        n = int(t1 - t0)
+        return (torch.from_numpy(np.array(arrays["logits"][row])),
+                [torch.from_numpy(np.array(arrays[f"hidden.{j}"][t0:t1])) for j in self.hidden_ids],
+                [torch.from_numpy(np.array(arrays[f"attention.{j}"][a0:a1])).view(heads, n, n)
+                 for j in self.attention_ids])
 
     def __call__(self, inputs: dict):
         if not self.filled:
@@ -85,8 +188,12 @@ class TeacherCache:
             width = max(lengths[row] for row in missing)
             out = self._run_teacher({k: v[missing, :width] for k, v in inputs.items()})
             fresh = {row: self._entry(out, i, lengths[row]) for i, row in enumerate(missing)}
-        rows = [fresh[row] if row in fresh else self.entries[key] for row, key in enumerate(keys)]
+        rows = [fresh[row] if row in fresh else self._kept(key) for row, key in enumerate(keys)]
         return self._pad(rows, lengths, mask.size(1))
+
+    def _kept(self, key: bytes) -> tuple:
+        entry = self.entries[key]
+        return self._read(entry) if self.stored is not None else entry
 
     @staticmethod
     def _keys(inputs: dict, lengths: list[int]) -> list[bytes]:

@@ -69,6 +69,9 @@ class StudyConfig(_Config):
     max_train_samples: int | None = Field(None, gt=0, description="train on the first N rows only")
     max_eval_samples: int | None = Field(None, gt=0, description="evaluate on the first N dev rows only")
     max_seq_length: int = Field(128, gt=1, description="truncate inputs to this many tokens")
+    teacher_cache_dir: Path | None = Field(None, description="where cells keep the teachers' outputs on the "
+                                           "training data, read by later cells (default: the study's "
+                                           "teacher-outputs/ folder)")
 
     @field_validator("tasks")
     @classmethod

@@ -64,8 +64,9 @@ def _xtc_run(args: list[str], log: Path, threads: int) -> subprocess.CompletedPr
                               check=False)
 
 
-def _common_args(study: StudyConfig, glue_dir: Path | None) -> list[str]:
-    args = ["--model", study.model, "--max-seq-length", str(study.max_seq_length)]
+def _common_args(study: StudyConfig, out: Path, glue_dir: Path | None) -> list[str]:
+    store = study.teacher_cache_dir or out / "teacher-outputs"
+    args = ["--model", study.model, "--max-seq-length", str(study.max_seq_length), "--teacher-cache-dir", str(store)]
     if glue_dir is not None:
         args += ["--glue-dir", str(glue_dir)]
     for flag in ("max_train_samples", "max_eval_samples"):
@@ -109,7 +110,7 @@ def _train_shared(study: StudyConfig, task: str, stages: list, folder: Path, giv
     log = out / "teachers" / f"{task}.log"
     teacher = ["--teacher", str(given)] if given is not None else []
     proc = _xtc_run(["--recipe", str(recipe_file), "--task", task, "--out", str(folder), "--seed", str(study.seed),
-                     *teacher, *_common_args(study, glue_dir)], log, threads)
+                     *teacher, *_common_args(study, out, glue_dir)], log, threads)
     if proc.returncode != 0:
         raise XtcError(f"the shared stages of {task} failed: {_last_error(log)} (log: {log})")
 
@@ -135,7 +136,7 @@ def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path
     started = time.perf_counter()
     teacher, *reused = shared.items()
     args = ["--recipe", cell.recipe, "--task", cell.task, "--teacher", str(teacher[1]), "--out", str(folder),
-            "--seed", str(cell.seed), *_common_args(study, glue_dir)]
+            "--seed", str(cell.seed), *_common_args(study, out, glue_dir)]
     for name, stage_dir in reused:
         args += ["--reuse", f"{name}={stage_dir}"]
     for override in cell.overrides:
