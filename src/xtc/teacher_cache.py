@@ -40,6 +40,11 @@ from xtc.distill import DistillationLoss
 STORE_FORMAT = 1
 
 
+def _key(ids: np.ndarray, types: np.ndarray | None) -> bytes:
+    """An example's key: its int64 token ids, and token types when the model has them."""
+    return ids.tobytes() + (b"|" + types.tobytes() if types is not None else b"")
+
+
 class TeacherCache:
     """Call it like the teacher, with a batch's model inputs (tensors of shape (batch, seq))."""
 
@@ -155,8 +160,8 @@ class TeacherCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _feature_keys(self, ordered: list[dict]) -> list[bytes]:
-        return [np.asarray(f["input_ids"], dtype=np.int64).tobytes()
-                + (b"|" + np.asarray(f["token_type_ids"], dtype=np.int64).tobytes() if "token_type_ids" in f else b"")
+        return [_key(np.asarray(f["input_ids"], dtype=np.int64),
+                     np.asarray(f["token_type_ids"], dtype=np.int64) if "token_type_ids" in f else None)
                 for f in ordered]
 
     def _read(self, row: int) -> tuple:
@@ -198,10 +203,10 @@ class TeacherCache:
     @staticmethod
     def _keys(inputs: dict, lengths: list[int]) -> list[bytes]:
         """Each row's tokens (and token types) as bytes; one copy to the host for the batch."""
-        ids = inputs["input_ids"].cpu().numpy()  # (batch, seq)
-        types = inputs["token_type_ids"].cpu().numpy() if "token_type_ids" in inputs else None
-        return [ids[row, :n].tobytes() + (b"|" + types[row, :n].tobytes() if types is not None else b"")
-                for row, n in enumerate(lengths)]
+        ids = inputs["input_ids"].cpu().numpy().astype(np.int64, copy=False)  # (batch, seq)
+        types = inputs["token_type_ids"].cpu().numpy().astype(np.int64, copy=False) if "token_type_ids" in inputs \
+            else None
+        return [_key(ids[row, :n], types[row, :n] if types is not None else None) for row, n in enumerate(lengths)]
 
     def _entry(self, out, row: int, n: int) -> tuple:
         return (out.logits[row].clone(),
