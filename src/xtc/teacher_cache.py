@@ -68,26 +68,29 @@ class TeacherCache:
                                 output_attentions=self.kd.needs_attentions)
 
     def _fill_batches(self, ordered: list[dict]):
-        """(teacher outputs, lengths, keys) per batch of ``ordered``, in order."""
+        """(teacher outputs, lengths) per batch of ``ordered``, in order."""
         device = next(self.teacher.parameters()).device
         collate = DataCollatorWithPadding(self.tokenizer)  # not a DataLoader: its iterator draws from torch's RNG
         for start in tqdm(range(0, len(ordered), self.batch_size), desc="teacher outputs", leave=False):
             batch = collate(ordered[start:start + self.batch_size])
             inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            lengths = inputs["attention_mask"].sum(1).tolist()
-            yield self._run_teacher(inputs), lengths, self._keys(inputs, lengths)
+            yield self._run_teacher(inputs), inputs["attention_mask"].sum(1).tolist()
 
     def fill(self) -> None:
         """Run the teacher over the training examples, shortest first, keeping outputs up to ``max_bytes``
         (or, with a store, reading them from it, or writing them there)."""
         self.filled = True
         ordered = sorted(self.features, key=lambda feature: len(feature["input_ids"]))
+        keys = [_key(np.asarray(f["input_ids"], dtype=np.int64),
+                     np.asarray(f["token_type_ids"], dtype=np.int64) if "token_type_ids" in f else None)
+                for f in ordered]
         if self.store is not None:
-            self._fill_store(ordered)
+            self._fill_store(ordered, keys)
             return
-        for out, lengths, keys in self._fill_batches(ordered):
-            for row, (n, key) in enumerate(zip(lengths, keys)):
-                entry = self._entry(out, row, n)
+        rows = iter(keys)
+        for out, lengths in self._fill_batches(ordered):
+            for i, (n, key) in enumerate(zip(lengths, rows)):
+                entry = self._entry(out, i, n)
                 size = sum(t.numel() * t.element_size() for t in [entry[0], *entry[1], *entry[2]])
                 if self.bytes + size > self.max_bytes:
                     return
@@ -97,72 +100,60 @@ class TeacherCache:
 
     # ---- store mode ------------------------------------------------------------------------------
 
-    def _digest(self, ordered: list[dict]) -> str:
+    def _digest(self, keys: list[bytes]) -> str:
         h = hashlib.sha256(json.dumps({"format": STORE_FORMAT, "hidden": self.hidden_ids, "attention": self.attention_ids,
                                        "batch_size": self.batch_size, "torch": torch.__version__}).encode())
         for name, tensor in self.teacher.state_dict().items():
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        for feature in ordered:
-            h.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
-            h.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+        for key in keys:  # the examples' tokens, in fill order
+            h.update(len(key).to_bytes(8, "little") + key)
         return h.hexdigest()[:32]
 
-    def _fill_store(self, ordered: list[dict]) -> None:
-        folder = self.store / self._digest(ordered)
+    def _fill_store(self, ordered: list[dict], keys: list[bytes]) -> None:
+        folder = self.store / self._digest(keys)
+        config = self.teacher.config
+        heads = config.num_attention_heads
         lengths = [len(f["input_ids"]) for f in ordered]
-        if not (folder / "meta.json").is_file():
-            self._write_store(folder, ordered, lengths)
-        else:
-            self.loaded_from_store = True
-        meta = json.loads((folder / "meta.json").read_text())
-        arrays = {name: np.memmap(folder / f"{name}.bin", dtype=np.float32, mode="r", shape=tuple(shape))
-                  for name, shape in meta["arrays"].items()}
         tokens = np.concatenate([[0], np.cumsum(lengths)])  # row i: tokens[i]:tokens[i + 1] of the hidden arrays
-        scores = np.concatenate([[0], np.cumsum([meta["heads"] * n * n for n in lengths])])
-        self.stored = (arrays, tokens, scores, meta["heads"])
-        for row, key in enumerate(self._feature_keys(ordered)):
+        scores = np.concatenate([[0], np.cumsum([heads * n * n for n in lengths])])  # same for the attention arrays
+        shapes = {"logits": (len(ordered), config.num_labels),
+                  **{f"hidden.{j}": (int(tokens[-1]), config.hidden_size) for j in self.hidden_ids},
+                  **{f"attention.{j}": (int(scores[-1]),) for j in self.attention_ids}}
+        self.loaded_from_store = (folder / "meta.json").is_file()
+        if not self.loaded_from_store:
+            self._write_store(folder, ordered, shapes, tokens, scores)
+        arrays = {name: np.memmap(folder / f"{name}.bin", dtype=np.float32, mode="r", shape=shape)
+                  for name, shape in shapes.items()}
+        self.stored = (arrays, tokens, scores, heads)
+        for row, key in enumerate(keys):
             self.entries.setdefault(key, row)
 
-    def _write_store(self, folder: Path, ordered: list[dict], lengths: list[int]) -> None:
+    def _write_store(self, folder: Path, ordered: list[dict], shapes: dict, tokens: np.ndarray,
+                     scores: np.ndarray) -> None:
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        arrays, offsets, row = {}, {"hidden": 0, "attention": 0}, 0
-        for out, batch_lengths, _ in self._fill_batches(ordered):
-            if not arrays:  # shapes from the first batch's outputs
-                heads, width = (out.attentions[self.attention_ids[0]].size(1) if self.attention_ids else 0,
-                                out.hidden_states[0].size(-1) if self.hidden_ids else 0)
-                shapes = {"logits": (len(ordered), out.logits.size(-1)),
-                          **{f"hidden.{j}": (sum(lengths), width) for j in self.hidden_ids},
-                          **{f"attention.{j}": (sum(heads * n * n for n in lengths),) for j in self.attention_ids}}
-                arrays = {name: np.memmap(tmp / f"{name}.bin", dtype=np.float32, mode="w+", shape=shape)
-                          for name, shape in shapes.items()}
-            for i, n in enumerate(batch_lengths):
+        arrays = {name: np.memmap(tmp / f"{name}.bin", dtype=np.float32, mode="w+", shape=shape)
+                  for name, shape in shapes.items()}
+        row = 0
+        for out, lengths in self._fill_batches(ordered):
+            for i, n in enumerate(lengths):
                 logits, hidden, attention = self._entry(out, i, n)
                 arrays["logits"][row] = logits.cpu().numpy()
                 for j, states in zip(self.hidden_ids, hidden):
-                    arrays[f"hidden.{j}"][offsets["hidden"]:offsets["hidden"] + n] = states.cpu().numpy()
-                for j, scores in zip(self.attention_ids, attention):
-                    arrays[f"attention.{j}"][offsets["attention"]:offsets["attention"] + scores.numel()] = \
-                        scores.reshape(-1).cpu().numpy()
-                offsets["hidden"] += n
-                offsets["attention"] += heads * n * n
+                    arrays[f"hidden.{j}"][tokens[row]:tokens[row + 1]] = states.cpu().numpy()
+                for j, values in zip(self.attention_ids, attention):
+                    arrays[f"attention.{j}"][scores[row]:scores[row + 1]] = values.reshape(-1).cpu().numpy()
                 row += 1
         for array in arrays.values():
             array.flush()
-        meta = {"format": STORE_FORMAT, "heads": heads, "xtc": xtc.__version__,
-                "arrays": {name: list(array.shape) for name, array in arrays.items()}}
+        meta = {"format": STORE_FORMAT, "xtc": xtc.__version__, "arrays": {k: list(v) for k, v in shapes.items()}}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             tmp.rename(folder)  # whole or not at all; another process may have written the same one meanwhile
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    def _feature_keys(self, ordered: list[dict]) -> list[bytes]:
-        return [_key(np.asarray(f["input_ids"], dtype=np.int64),
-                     np.asarray(f["token_type_ids"], dtype=np.int64) if "token_type_ids" in f else None)
-                for f in ordered]
 
     def _read(self, row: int) -> tuple:
         arrays, tokens, scores, heads = self.stored
