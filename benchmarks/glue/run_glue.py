@@ -19,7 +19,6 @@ runs/glue/), and cells are merged into results.json under a lock.
 """
 
 import argparse
-import fcntl
 import json
 import os
 import shlex
@@ -32,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xtc.provenance import source_commit
+from xtc.rundir import claim
 
 HERE = Path(__file__).parent
 RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
@@ -58,8 +58,7 @@ CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 
 @contextmanager
 def results_lock():
-    with THREAD_LOCK, open(HERE / ".results.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with THREAD_LOCK, claim(HERE / ".results.lock", wait=True):
         yield
 
 
@@ -141,23 +140,9 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
     print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
 
 
-@contextmanager
-def task_claim(task: str):
-    """Yields True while this process holds the task's flock (released by the system if it dies), False if
-    another runner process holds it: two runners (e.g. benchmarks/run_all.sh's workers) never train one task."""
-    lock = Path("runs") / "glue" / f"{task.lower()}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def run_task(task: str, results: dict, commit: bool) -> None:
-    with task_claim(task) as claimed:
+    # a lock file per task: two runners (e.g. benchmarks/run_all.sh's workers) never train one task
+    with claim(Path("runs") / "glue" / f"{task.lower()}.lock", wait=False) as claimed:
         if not claimed:
             print(f"{task}: another runner is training it; skipped here", flush=True)
             return

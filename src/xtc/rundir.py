@@ -4,9 +4,11 @@ A run folder holds ``xtc_run.json`` (the settings that define the run) from its
 start and ``metrics.json`` once it has finished.
 """
 
+import fcntl
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from xtc.errors import XtcError
@@ -14,6 +16,20 @@ from xtc.errors import XtcError
 RUN_FILE = "xtc_run.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train_log.jsonl"
+
+
+@contextmanager
+def claim(lock: Path, wait: bool):
+    """Hold ``lock`` (an flock, released by the system if the process dies) for the block; yields False
+    instead when another process holds it and not ``wait``. What lets several processes share work."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # closing the file releases the lock
 
 
 def prepare_run_dir(out: Path, settings: dict, overwrite: bool) -> bool:

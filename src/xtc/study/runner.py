@@ -11,14 +11,12 @@ frees up): each cell, and each task's shared stages, is claimed with a lock file
 (``flock``, released by the system if a process dies), so no two processes run the same one.
 """
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -27,6 +25,7 @@ from tqdm.auto import tqdm
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.recipe import load_recipe
+from xtc.rundir import claim
 from xtc.study.config import Cell, StudyConfig, cells, load_study
 
 RESULTS = "results.jsonl"
@@ -38,19 +37,6 @@ def read_results(out: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@contextmanager
-def _claim(lock: Path, wait: bool):
-    """Hold ``lock`` (an flock) for the block; yields False if another process holds it and not ``wait``."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True  # closing the file releases the lock
 
 
 def _finished(out: Path) -> set[str]:
@@ -95,7 +81,7 @@ def _shared_stages(study: StudyConfig, task: str, out: Path, glue_dir: Path | No
         if not (stage_dir / "metrics.json").is_file():
             raise XtcError(f"reuse: {task} {name}: {stage_dir} is not a finished stage folder (no metrics.json)")
         found[name] = stage_dir
-    with _claim(out / "teachers" / f"{task}.lock", wait=True):  # another process may be training them
+    with claim(out / "teachers" / f"{task}.lock", wait=True):  # another process may be training them
         if not all((found[name] / "metrics.json").is_file() for name in names):
             _train_shared(study, task, stages, folder, given, out, glue_dir, threads)
     return found
@@ -119,7 +105,7 @@ def _claim_and_run(cell: Cell, study: StudyConfig, shared: dict[str, Path], out:
                    threads: int) -> dict | None:
     """Run the cell and append its record to results.jsonl (under its lock, so that the next process to
     claim it sees it finished); None when another process runs it or has finished it."""
-    with _claim(out / "cells" / f"{cell.name}.lock", wait=False) as claimed:
+    with claim(out / "cells" / f"{cell.name}.lock", wait=False) as claimed:
         if not claimed or cell.name in _finished(out):
             return None
         record = _run_cell(cell, study, shared, out, glue_dir, threads)
