@@ -56,9 +56,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def epoch_steps(args: TrainArgs, examples: int) -> int:
+    """Batches in one pass over ``examples``: the loader keeps a last partial batch."""
+    return math.ceil(examples / args.batch_size)
+
+
 def stage_steps(args: TrainArgs, examples: int) -> int:
     """The optimizer steps of a stage: ``max_steps``, or ``epochs`` of batches of ``batch_size``."""
-    return args.max_steps or math.ceil(args.epochs * math.ceil(examples / args.batch_size))
+    return args.max_steps or math.ceil(args.epochs * epoch_steps(args, examples))
 
 
 def headline(results: dict, task: GlueTask) -> float:
@@ -119,7 +124,7 @@ def train_stage(
     if args.batch_size % accelerator.num_processes or args.eval_batch_size % accelerator.num_processes:
         raise XtcError(f"{name}: batch sizes ({args.batch_size}, eval {args.eval_batch_size}) must be multiples of "
                        f"the {accelerator.num_processes} processes, which each take an equal share")
-    steps_per_epoch = math.ceil(len(train_features) / args.batch_size)  # the loader keeps a last partial batch
+    steps_per_epoch = epoch_steps(args, len(train_features))
     total_steps = stage_steps(args, len(train_features))
     # fused: one vectorised kernel instead of a Python loop over tensors (the word embeddings alone are
     # 30522 x H): the optimizer step of a 3-layer MiniLM ~5x faster on CPU, the same update up to float rounding
