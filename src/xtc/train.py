@@ -169,7 +169,7 @@ def train_stage(
     while state["step"] < total_steps:
         epoch, offset = divmod(state["step"], steps_per_epoch)
         loader = accelerator.prepare(make_loader(tokenizer, train_features, args.batch_size, shuffle=True,
-                                                 seed=seed * 1000 + epoch))
+                                                 seed=seed * 1000 + epoch, group_by_length=args.group_by_length))
         if offset:
             loader = accelerator.skip_first_batches(loader, offset)
         step_before = state["step"]
