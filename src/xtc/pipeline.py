@@ -155,13 +155,13 @@ def run_recipe(config: RunConfig) -> list[dict]:
                 raise XtcError(f"--reuse {stage.name}={previous}: not a finished stage folder (no {METRICS_FILE})")
             metrics = json.loads((previous / METRICS_FILE).read_text())
             rows.append({"stage": stage.name, **describe(previous), "dev": metrics["dev"],
-                         "wall_time_s": metrics["wall_time_s"], "note": f"given: {previous}"})
+                         "wall_time_s": metrics["wall_time_s"], "given": True, "note": f"given: {previous}"})
             continue
         if stage.kind == "finetune" and config.teacher is not None:
             teacher_dir = previous = Path(config.teacher)
             load_model(teacher_dir, task)  # fail early on a teacher for another task
             rows.append({"stage": stage.name, **describe(teacher_dir), "dev": None, "wall_time_s": None,
-                         "note": f"given: {teacher_dir}"})
+                         "given": True, "note": f"given: {teacher_dir}"})
             continue
         if (stage_dir / METRICS_FILE).is_file():
             tqdm.write(f"{stage.name}: finished earlier, skipping")

@@ -183,6 +183,9 @@ def test_shared_stage_is_trained_once_and_reused_by_every_cell(tmp_path, glue_di
     for cell in (out / "cells").iterdir():
         if cell.is_dir():
             assert not (cell / "layer_reduction").exists() and (cell / "quantize" / "metrics.json").is_file()
+    for record in records:  # a cell's wall time is its own stage's, not the shared teacher's and student's too
+        own = json.loads((out / "cells" / record["cell"] / "quantize" / "metrics.json").read_text())["wall_time_s"]
+        assert record["wall_time_s"] == own
     report = write_report(out).read_text()
     assert "by_quantize_lr.png" in report and "by_quantize_warmup_ratio.png" in report
 

@@ -137,7 +137,8 @@ def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path
     split = get_task(cell.task).dev_splits[0]
     return {**record, "status": "ok", "dev": final["dev"][split], "stage": final["stage"], "bits": final["bits"],
             "layers": final["layers"], "size_mb": round(final["size_mb"], 4),
-            "wall_time_s": round(sum(s["wall_time_s"] or 0 for s in summary["stages"]), 1)}
+            # the cell's own training: stages given to it (the teacher, shared stages) are counted once, elsewhere
+            "wall_time_s": round(sum(s["wall_time_s"] or 0 for s in summary["stages"] if not s.get("given")), 1)}
 
 
 def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | Path | None = None,
