@@ -17,6 +17,7 @@ def w():
     torch.manual_seed(0)
     w = torch.randn(SHAPE)
     w[0, 0] = 0.0  # sign(0) must give +alpha
+    w[1, 0] = -0.0  # and so must sign(-0), as in binary_codes (-0.0 >= 0)
     return w
 
 
@@ -142,6 +143,15 @@ def test_codes_times_scales_are_exactly_the_fake_quantized_values(w, granularity
         "ternary": (ternary_codes(w, granularity, group_size), ternarize(w, granularity, group_size), {-1, 0, 1}),
         "sym5": (symmetric_codes(w, 5, granularity, group_size), quantize_symmetric(w, 5, granularity, group_size),
                  set(range(-16, 16))),
+        "sym8, a static range": (symmetric_codes(w, 8, granularity, group_size, torch.tensor(1.5)),
+                                 quantize_symmetric(w, 8, granularity, group_size, torch.tensor(1.5)),
+                                 set(range(-128, 128))),
+        "binary weights": (binary_codes(w, granularity, group_size), quantize_weight(w, 1, granularity, group_size),
+                           {-1, 1}),
+        "ternary weights": (ternary_codes(w, granularity, group_size), quantize_weight(w, 2, granularity, group_size),
+                            {-1, 0, 1}),
+        "4-bit weights": (symmetric_codes(w, 4, granularity, group_size), quantize_weight(w, 4, granularity, group_size),
+                          set(range(-8, 8))),
     }
     for name, ((codes, scale), fake, allowed) in cases.items():
         assert codes.dtype == torch.int8 and codes.shape == w.shape, name
