@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
-from xtc.study.config import StudyConfig
+from xtc.study.config import StudyConfig, cells
 from xtc.study.runner import STUDY_FILE, read_results
 
 
@@ -205,7 +205,8 @@ def write_report(folder: str | Path) -> Path:
     failed = [r for r in records if r["status"] != "ok"]
     lines = [f"# Study report: {study.get('description') or folder.name}\n",
              (f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
-              f"{len(ok)} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, mean ± std over seeds."),
+              f"{len(ok)} of {len(cells(config))} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, "
+              "mean ± std over seeds."),
              "\n## Effects\n", *effects, "\n## Every setting\n", *_tables(ok, keys), "\n## Plots\n"]
     lines += [f"![{title}]({path})\n" for title, path in images]
     if failed:
