@@ -54,15 +54,37 @@ def test_replacements_come_from_the_candidates_at_about_the_rate(rows):
     assert 0.3 < changed / eligible < 0.5
 
 
-def test_cached_variants_are_reused(rows, cache, monkeypatch):
-    first = augment(rows, copies=2, replace_prob=0.4, seed=0)
-    assert len(list((cache / "augment").glob("*.jsonl"))) == 1
-
+def no_finder(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("candidates recomputed despite the cache")
 
     monkeypatch.setattr(augment_module, "CandidateFinder", fail)
+
+
+def test_cached_variants_are_reused(rows, cache, monkeypatch):
+    first = augment(rows, copies=2, replace_prob=0.4, seed=0)
+    assert len(list((cache / "augment").glob("candidates-*.jsonl"))) == 1
+    no_finder(monkeypatch)
     assert augment(rows, copies=2, replace_prob=0.4, seed=0) == first
+
+
+def test_another_seed_draws_from_the_cached_candidates(rows, monkeypatch):
+    """The candidates do not depend on the seed: a study's second seed runs no masked LM."""
+    first = augment(rows, copies=2, replace_prob=0.4, seed=0)
+    no_finder(monkeypatch)
+    second = augment(rows, copies=2, replace_prob=0.4, seed=1)
+    assert second[: len(rows)] == rows and second != first
+
+
+def test_the_head_on_masked_positions_finds_what_the_whole_model_finds(glue_dir):
+    """The prediction head runs on the masked positions only; the candidates are those of the full logits
+    (scored up to float rounding: on these rows in the same order too, but near ties may swap)."""
+    finder = CandidateFinder("bert-tiny", 15)
+    assert finder.head is not None
+    texts = [t for e in load_examples(get_task("RTE"), "train", glue_dir, max_samples=12) for t in e.texts]
+    fast = [finder.candidates(t.split()) for t in texts]
+    finder.head = None  # the whole model: logits at every position of every variant
+    assert [finder.candidates(t.split()) for t in texts] == fast
 
 
 def test_embedding_neighbours_without_a_masked_lm_head():
