@@ -91,8 +91,11 @@ def test_a_study_stopped_halfway_reports_what_it_has(tmp_path):
                      "dev": {"accuracy": x, "score": x, **({"f1": x} if task == "MRPC" else {})}, "bits": "W1A8",
                      "layers": 3, "size_mb": 2.5, "wall_time_s": 60.0})
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows[0]["xtc_commit"], rows[1]["xtc_commit"] = "abc1234", "def5678"  # the third predates the field
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = write_report(tmp_path).read_text()
     assert "3 of 8 cells finished, 0 failed" in report  # 2 tasks x 2 learning rates x 2 seeds
+    assert "Cells run by xtc commits abc1234, def5678." in report
     effects = report.split("## Effects")[1].split("## Every setting")[0]
     assert "| RTE | 58.00 ± 0.00 (1) (-2.00) | 60.00 ± 0.00 (1) | 5e-05 |" in effects
     assert "| MRPC | - | 70.00 ± 0.00 (1) | 5e-05 |" in effects

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from xtc.cli import main
 from xtc.errors import XtcError
+from xtc.provenance import source_commit
 from xtc.study.config import cells, load_study
 from xtc.study.runner import read_results
 
@@ -186,6 +187,7 @@ def test_shared_stage_is_trained_once_and_reused_by_every_cell(tmp_path, glue_di
     for record in records:  # a cell's wall time is its own stage's, not the shared teacher's and student's too
         own = json.loads((out / "cells" / record["cell"] / "quantize" / "metrics.json").read_text())["wall_time_s"]
         assert record["wall_time_s"] == own
+        assert record["xtc_commit"] == source_commit()  # which code made it (None outside a git checkout)
     report = write_report(out).read_text()
     assert "by_quantize_lr.png" in report and "by_quantize_warmup_ratio.png" in report
 

@@ -206,7 +206,7 @@ def write_report(folder: str | Path) -> Path:
     lines = [f"# Study report: {study.get('description') or folder.name}\n",
              (f"Model {study['model']}, base recipe `{study['recipe']}`, tasks {', '.join(study['tasks'])}; "
               f"{len(ok)} of {len(cells(config))} cells finished, {len(failed)} failed. Metrics are GLUE dev, x100, "
-              "mean ± std over seeds."),
+              "mean ± std over seeds." + _commits(ok)),
              "\n## Effects\n", *effects, "\n## Every setting\n", *_tables(ok, keys), "\n## Plots\n"]
     lines += [f"![{title}]({path})\n" for title, path in images]
     if failed:
@@ -216,6 +216,12 @@ def write_report(folder: str | Path) -> Path:
     (folder / "report.md").write_text(markdown)
     (folder / "report.html").write_text(_html(markdown, study.get("description") or folder.name))
     return folder / "report.md"
+
+
+def _commits(records: list[dict]) -> str:
+    """Which xtc code ran the cells (records from before the field have none)."""
+    commits = list(dict.fromkeys(r["xtc_commit"] for r in records if r.get("xtc_commit")))
+    return f" Cells run by xtc commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}." if commits else ""
 
 
 def _html(markdown: str, title: str) -> str:

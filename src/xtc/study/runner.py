@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
+from xtc.provenance import source_commit
 from xtc.recipe import load_recipe
 from xtc.rundir import claim
 from xtc.study.config import Cell, StudyConfig, cells, load_study
@@ -129,7 +130,8 @@ def _run_cell(cell: Cell, study: StudyConfig, shared: dict[str, Path], out: Path
         args += ["--set", override]
     proc = _xtc_run(args, log, threads)
     record = {"cell": cell.name, "task": cell.task, "settings": cell.settings, "recipe": cell.recipe,
-              "seed": cell.seed, "elapsed_s": round(time.perf_counter() - started, 1), "runner_pid": os.getpid()}
+              "seed": cell.seed, "elapsed_s": round(time.perf_counter() - started, 1), "runner_pid": os.getpid(),
+              "xtc_commit": source_commit()}  # the code the cell ran (a study may span several commits)
     if proc.returncode != 0:
         return {**record, "status": "failed", "error": _last_error(log), "log": str(log)}
     summary = json.loads((folder / "summary.json").read_text())
