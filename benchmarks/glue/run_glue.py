@@ -80,10 +80,14 @@ def teacher_command(task: str) -> list[str]:
     return cmd
 
 
+def run_dir(task: str) -> Path:
+    return Path("runs") / "glue" / task.lower()
+
+
 def run_command(task: str) -> list[str]:
     cmd = ["xtc", "run", "--recipe", RECIPE, "--model", "minilm-l6", "--task", task,
            "--teacher", str(teacher_dir(task)), "--glue-dir", GLUE, "--teacher-cache-dir", TEACHER_OUTPUTS,
-           "--out", f"runs/glue/{task.lower()}"]
+           "--out", str(run_dir(task))]
     for stage in list(ROWS)[1:]:
         for field, value in CUT.get(task, {}).items():
             cmd += ["--set", f"{stage}.{field}={value}"]
@@ -162,7 +166,7 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
     if not todo:
         return
     cmd = run_command(task)
-    out = Path(cmd[-1])
+    out = run_dir(task)  # (not cmd[-1]: SST-2's command ends with its budget cuts, and its stages went unrecorded)
     print("$", shlex.join(cmd), flush=True)
     with open(Path("runs") / f"glue-{task.lower()}.log", "a") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
