@@ -75,7 +75,7 @@ def test_effects_answer_each_question_against_the_center(tmp_path):
     assert "### quantize.epochs (with quantize.quant)" in effects
     assert "| RTE | w1a8 | 60.00 ± 0.71 (2) | 64.00 ± 0.71 (2) (+4.00) | 3 |" in effects
     assert "| MRPC | w2a8 | 71.00 ± 0.71 (2) | 72.00 ± 0.71 (2) (+1.00) | 3 |" in effects
-    assert "| mean over tasks | w1a8 | 65.00 | 69.00 (+4.00) | 3 |" in effects
+    assert "| mean over 2 tasks | w1a8 | 65.00 | 69.00 (+4.00) | 3 |" in effects
     assert "### quantize.lr\n" in effects  # lr's table holds epochs and bits at the center: 1 epoch, w1a8
     assert "| RTE | 58.00 ± 0.71 (2) (-2.00) | 60.00 ± 0.71 (2) | 5e-05 |" in effects
 
@@ -95,7 +95,7 @@ def test_a_study_stopped_halfway_reports_what_it_has(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = write_report(tmp_path).read_text()
     assert "3 of 8 cells finished, 0 failed" in report  # 2 tasks x 2 learning rates x 2 seeds
-    assert "Cells run by xtc commits abc1234, def5678." in report
+    assert "Cells run by xtc commits abc1234, def5678 (1 recorded without their commit)." in report
     effects = report.split("## Effects")[1].split("## Every setting")[0]
     assert "| RTE | 58.00 ± 0.00 (1) (-2.00) | 60.00 ± 0.00 (1) | 5e-05 |" in effects
     assert "| MRPC | - | 70.00 ± 0.00 (1) | 5e-05 |" in effects

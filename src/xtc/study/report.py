@@ -106,7 +106,7 @@ def _effects(records: list[dict], key: str, co_keys: list[str], reference) -> li
         for co, per_value in means.items():
             complete = {v: statistics.fmean(m.values()) for v, m in per_value.items() if len(m) == len(tasks)}
             if complete:
-                lines.append(row_line("mean over tasks", co, {v: (m, 0.0, 0) for v, m in complete.items()}))
+                lines.append(row_line(f"mean over {len(tasks)} tasks", co, {v: (m, 0.0, 0) for v, m in complete.items()}))
     return lines
 
 
@@ -221,7 +221,11 @@ def write_report(folder: str | Path) -> Path:
 def _commits(records: list[dict]) -> str:
     """Which xtc code ran the cells (records from before the field have none)."""
     commits = list(dict.fromkeys(r["xtc_commit"] for r in records if r.get("xtc_commit")))
-    return f" Cells run by xtc commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}." if commits else ""
+    unknown = sum(not r.get("xtc_commit") for r in records)
+    if not commits:
+        return ""
+    return (f" Cells run by xtc commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
+            + (f" ({unknown} recorded without their commit)." if unknown else "."))
 
 
 def _html(markdown: str, title: str) -> str:
