@@ -60,12 +60,12 @@ def main() -> None:
     lines = ["# Augmentation candidates (bert-tiny masked LM), 1 thread", "",
              f"Command: `python benchmarks/train/augment.py --tasks {' '.join(args.tasks)} --rows {args.rows}`"
              + (f"  \n{args.note}" if args.note else ""), "",
-             "| task | rows | words | words with candidates in another order | whole model (s) | "
-             "head on masked positions (s) | another seed, cached candidates (s) |",
+             ("| task | rows | words | words with candidates in another order | whole model (s) | "
+              "head on masked positions (s) | another seed, cached candidates (s) |"),
              "|---|---|---|---|---|---|---|", *rows, "",
-             "Both ways find the same candidates for every word (checked). The head alone scores them up to float "
-             "rounding (within ~1e-5 of the whole model's logits), so two near-tied candidates can swap places, which "
-             "changes the replacements drawn for that word."]
+             ("Both ways find the same candidates for every word (checked). The head alone scores them up to float "
+              "rounding (within ~1e-5 of the whole model's logits), so two near-tied candidates can swap places, "
+              "which changes the replacements drawn for that word.")]
     print("\n".join(lines))
     (HERE / "augment.md").write_text("\n".join(lines) + "\n")
 

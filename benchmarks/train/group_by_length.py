@@ -12,27 +12,14 @@ beside this script.
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
+from quantize_stage import GLUE, run_quantize_stage
+
 HERE = Path(__file__).parent
-GLUE = "../shared/data/glue"
 VARIANTS = {"shuffled (default)": [], "grouped by length": ["--set", "quantize.group_by_length=true"]}
-
-
-def run_stage(out: Path, task: str, rows: int, epochs: float, extra: list[str]) -> dict:
-    slug = task.lower()
-    subprocess.run(
-        ["xtc", "run", "--recipe", "xtc-w1a8-l3", "--model", "minilm-l6", "--task", task,
-         "--teacher", f"runs/{slug}-teacher", "--reuse", f"layer_reduction=runs/glue/{slug}/l3_fp32",
-         "--max-train-samples", str(rows), "--set", f"quantize.epochs={epochs}",
-         "--glue-dir", GLUE, "--out", str(out), *extra],
-        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads((out / "quantize" / "metrics.json").read_text())
 
 
 def padding_share(task: str, rows: int, group: bool) -> float:
@@ -63,7 +50,7 @@ def main() -> None:
             runs = {name: [] for name in VARIANTS}
             for r in range(args.rounds):
                 for i, (name, extra) in enumerate(VARIANTS.items()):
-                    runs[name].append(run_stage(Path(tmp) / f"{task}-{i}-{r}", task, args.rows, args.epochs, extra))
+                    runs[name].append(run_quantize_stage(Path(tmp) / f"{task}-{i}-{r}", task, args.rows, args.epochs, extra))
                     print(f"{task} round {r + 1}, {name}: {runs[name][-1]['wall_time_s']:.1f} s", flush=True)
             base = statistics.median(m["wall_time_s"] for m in runs["shuffled (default)"])
             for (name, ms), group in zip(runs.items(), (False, True)):
@@ -81,8 +68,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Dev scores come from runs on a few rows for a few epochs: a check that nothing broke, not a comparison "
-        "of accuracy.",
+        ("Dev scores come from runs on a few rows for a few epochs: a check that nothing broke, not a comparison "
+         "of accuracy."),
     ]
     print("\n".join(lines))
     (HERE / "group_by_length.md").write_text("\n".join(lines) + "\n")

@@ -12,16 +12,13 @@ this script.
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).parent
-GLUE = "../shared/data/glue"
+from quantize_stage import run_quantize_stage
 
+HERE = Path(__file__).parent
 
 VARIANTS = {  # name -> extra xtc run arguments (STORE: this round's store folder)
     "off (`--teacher-cache-gb 0`)": ["--teacher-cache-gb", "0"],
@@ -29,17 +26,6 @@ VARIANTS = {  # name -> extra xtc run arguments (STORE: this round's store folde
     "files, written (`--teacher-cache-dir`, empty)": ["--teacher-cache-dir", "STORE"],
     "files, read (`--teacher-cache-dir`, filled)": ["--teacher-cache-dir", "STORE"],
 }
-
-
-def run_stage(out: Path, task: str, rows: int, epochs: int, extra: list[str]) -> float:
-    slug = task.lower()
-    subprocess.run(
-        ["xtc", "run", "--recipe", "xtc-w1a8-l3", "--model", "minilm-l6", "--task", task,
-         "--teacher", f"runs/{slug}-teacher", "--reuse", f"layer_reduction=runs/glue/{slug}/l3_fp32",
-         "--max-train-samples", str(rows), "--max-eval-samples", "64", "--set", f"quantize.epochs={epochs}",
-         "--glue-dir", GLUE, "--out", str(out), *extra],
-        check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads((out / "quantize" / "metrics.json").read_text())["wall_time_s"]
 
 
 def main() -> None:
@@ -56,7 +42,9 @@ def main() -> None:
             store = str(Path(tmp) / f"store-{r}")
             for i, (name, extra) in enumerate(VARIANTS.items()):
                 extra = [store if a == "STORE" else a for a in extra]
-                times[name].append(run_stage(Path(tmp) / f"{i}-{r}", args.task, args.rows, args.epochs, extra))
+                metrics = run_quantize_stage(Path(tmp) / f"{i}-{r}", args.task, args.rows, args.epochs,
+                                             [*extra, "--max-eval-samples", "64"])
+                times[name].append(metrics["wall_time_s"])
                 print(f"round {r + 1}, {name}: {times[name][-1]:.1f} s", flush=True)
     base = statistics.median(times["off (`--teacher-cache-gb 0`)"])
     lines = [
