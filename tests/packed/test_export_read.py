@@ -80,6 +80,14 @@ def test_export_refuses_a_full_precision_model(fp_model, tokenizer, tmp_path):
         export(fp_model, tmp_path, tokenizer)
 
 
+def test_export_refuses_weights_wider_than_2_bits(fp_model, tokenizer, tmp_path):
+    # 3..8-bit weights train (fake quantization) but have no packed encoding
+    config = QuantConfig(rules=[QuantRule(pattern=r".*\.query", weight_bits=4)])
+    with pytest.raises(XtcError, match=r"stores 1- and 2-bit weights; bert\.encoder\.layer\.0\.attention\.self"
+                                       r"\.query has 4-bit weights \(2 such modules\)"):
+        export(quantized(fp_model, config), tmp_path, tokenizer)
+
+
 # ---- bad files: one clear error, never a crash -------------------------------------------------
 
 @pytest.fixture(scope="module")

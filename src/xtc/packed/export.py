@@ -18,6 +18,12 @@ from xtc.quant.primitives import weight_codes
 from xtc.rundir import publish
 
 
+# config keys not stored in the header's architecture: the quantization config has its own field, and
+# _name_or_path is the folder the model was loaded from (config.json omits it too; with it, exports of
+# one model from two folders differed)
+_NOT_ARCHITECTURE = ("xtc_quantization", "_name_or_path")
+
+
 def _rows(t: np.ndarray) -> np.ndarray:
     return t.reshape(t.shape[0], -1)  # (rows, cols)
 
@@ -71,6 +77,12 @@ def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternar
     quantized = dict(quantized_modules(model))
     if not quantized:
         raise XtcError("the model is not quantized: quantize it (xtc.quantize_ or an xtc run stage) first")
+    wide = {name: m.spec.weight_bits for name, m in quantized.items() if m.spec.weight_bits not in (None, 1, 2)}
+    if wide:
+        name, bits = next(iter(wide.items()))
+        raise XtcError(f"the packed format stores 1- and 2-bit weights; {name} has {bits}-bit weights "
+                       f"({len(wide)} such modules): keep the stage folder (it evaluates as trained) or "
+                       "quantize them to 1 or 2 bits")
 
     tensors, entries = {}, {}
     for name, tensor in model.state_dict().items():
@@ -99,7 +111,7 @@ def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternar
             if f.name not in TOKENIZER_FILES:
                 f.unlink()
         header = {
-            "architecture": {k: v for k, v in model.config.to_dict().items() if k != "xtc_quantization"},
+            "architecture": {k: v for k, v in model.config.to_dict().items() if k not in _NOT_ARCHITECTURE},
             "quantization": model.config.xtc_quantization,
             "tensors": entries,
             "tokenizer_sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(tmp.iterdir())},

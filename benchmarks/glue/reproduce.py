@@ -1,0 +1,132 @@
+"""Rerun a task's recorded GLUE commands into a fresh folder and compare with the recorded cells.
+
+Run from the repository root, in the background (the commands resume like the table's):
+
+    nohup python benchmarks/glue/reproduce.py --task WNLI > runs/reproduce-wnli.log 2>&1 &
+
+Each training command of results.json (the teacher's `xtc finetune`, the task's `xtc run`) is run
+again exactly as recorded, one thread as in the table, with only its --out moved under
+runs/repro/ (the student stages still distil from the recorded teacher folder, as recorded). Then
+per cell: the weight file's tensors against the original folder's, bit for bit (when it is on this
+machine), the dev score by the recorded `xtc eval` command on the new folder against the recorded
+score, and for quantized rows the packed fp32 file exported by the recorded `xtc export` command,
+compared the same way. (Tensors, not file bytes: safetensors writes a file's metadata keys in a
+random order, and the table's packed files also name their source folder, which exports no longer
+do.) The comparison is written to benchmarks/glue/REPRODUCED.md (one section per task) and
+reproduced.json.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import run_glue
+from run_glue import QUANTIZED, ROWS, load_results, main_metric
+from safetensors.numpy import load_file
+
+from xtc.provenance import source_commit
+
+HERE = Path(__file__).parent
+JSON_OUT, MD_OUT = HERE / "reproduced.json", HERE / "REPRODUCED.md"
+REPRO = Path("runs") / "repro"
+
+
+def moved(path: str) -> str:
+    """runs/glue/wnli -> runs/repro/glue/wnli: the rerun's folder for a recorded one."""
+    return str(REPRO / Path(path).relative_to("runs"))
+
+
+def with_out_moved(command: str) -> list[str]:
+    words = shlex.split(command)
+    i = words.index("--out") + 1
+    words[i] = moved(words[i])
+    return words
+
+
+def replace_paths(command: str, paths: dict[str, str]) -> list[str]:
+    return [paths.get(w, w) for w in shlex.split(command)]
+
+
+def same_tensors(recorded: Path, rerun: Path) -> str:
+    if not recorded.exists():
+        return "not on this machine"
+    a, b = load_file(recorded), load_file(rerun)
+    same = sorted(a) == sorted(b) and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
+    return "identical" if same else "differ"
+
+
+def stage_folder(command: str, stage: str) -> str:
+    words = shlex.split(command)
+    out = words[words.index("--out") + 1]
+    return out if stage == "teacher" else f"{out}/{stage}"
+
+
+def eval_score(command: list[str]) -> float:
+    dev = json.loads(run_glue.sh(command, stdout=subprocess.PIPE).stdout)
+    return main_metric(dev)[1]
+
+
+def check_cell(stage: str, cell: dict) -> dict:
+    old = stage_folder(cell["command"], stage)
+    new = moved(old)
+    row = {"stage": stage, "recorded": cell["score"], "recorded_commit": cell.get("xtc_commit"),
+           "weights": same_tensors(Path(old) / "model.safetensors", Path(new) / "model.safetensors")}
+    row["score"] = eval_score(replace_paths(cell["eval_command"], {old: new}))
+    if stage in QUANTIZED:
+        packed = cell["packed_fp32"]
+        old_packed, new_packed = f"{old}.packed-fp32", moved(f"{old}.packed-fp32")
+        if not (Path(new_packed) / "packed.safetensors").exists():
+            run_glue.sh(replace_paths(packed["export_command"], {old: new, old_packed: new_packed}),
+                        stdout=subprocess.DEVNULL)
+        row["packed_recorded"] = packed["score"]
+        row["packed_score"] = eval_score(replace_paths(packed["eval_command"], {old_packed: new_packed}))
+        row["packed_weights"] = same_tensors(Path(old_packed) / "packed.safetensors",
+                                             Path(new_packed) / "packed.safetensors")
+    return row
+
+
+def markdown(task: str, entry: dict) -> str:
+    ran = f"Rerun by xtc commit {entry['commit']}: `python benchmarks/glue/reproduce.py --task {task}`, which ran:"
+    lines = [f"## {task}", "", ran, ""]
+    lines += [f"    OMP_NUM_THREADS=1 {c}" for c in entry["commands"]]
+    lines += ["", "| row | recorded (commit) | rerun | weights | packed fp32: recorded | rerun | packed tensors |",
+              "|---|---|---|---|---|---|---|"]
+    for r in entry["cells"]:
+        packed = (f"{r['packed_recorded']:.2f} | {r['packed_score']:.2f} | "
+                  f"{r['packed_weights']}") if "packed_score" in r else "- | - | -"
+        lines.append(f"| {ROWS[r['stage']]} | {r['recorded']:.2f} ({r['recorded_commit']}) | {r['score']:.2f} | "
+                     f"{r['weights']} | {packed} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=run_glue.TASKS)
+    args = parser.parse_args()
+    cells = load_results()[args.task]
+    commands = list(dict.fromkeys(c["command"] for c in cells.values()))  # teacher's, then the run's
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command in commands:
+        words = with_out_moved(command)
+        if words[1] == "finetune" and (Path(words[words.index("--out") + 1]) / "metrics.json").exists():
+            print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
+            continue
+        run_glue.sh(words, env=env)
+    entry = {"commit": source_commit(), "commands": [shlex.join(with_out_moved(c)) for c in commands],
+             "cells": [check_cell(stage, cells[stage]) for stage in ROWS if stage in cells]}
+    done = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
+    done[args.task] = entry
+    JSON_OUT.write_text(json.dumps(done, indent=2) + "\n")
+    MD_OUT.write_text("# GLUE cells rerun from their recorded commands\n\n"
+                      "Each task's training commands from results.json, run again into runs/repro/ "
+                      "(`benchmarks/glue/reproduce.py`), then evaluated and exported by the recorded commands. "
+                      "\"identical\": every tensor of the file is bit for bit the recorded run's.\n\n"
+                      + "\n".join(markdown(t, e) for t, e in done.items()))
+    print(MD_OUT.read_text())
+
+
+if __name__ == "__main__":
+    main()
