@@ -336,6 +336,10 @@ students: it still moved one RTE example, so no fp16 policy is exact:
 
 {packed_check(results)}
 
+Reproduction: [REPRODUCED.md](REPRODUCED.md) reruns a task's recorded training commands into a
+fresh folder (`python benchmarks/glue/reproduce.py --task TASK`) and compares every cell's
+weights and scores with the recorded ones.
+
 ![accuracy vs size](accuracy_vs_size.png)
 """)
     plot(results)
