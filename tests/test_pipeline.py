@@ -96,12 +96,14 @@ def _xtc_process(*args, log):
         return subprocess.Popen([sys.executable, "-m", "xtc", "run", *map(str, args)], env=env, stdout=f, stderr=f)
 
 
-def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path):
+@pytest.mark.parametrize("group_by_length", ["false", "true"])
+def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path, group_by_length):
     """SIGKILL in the middle of the quantization stage, run the same command again: same weights
     as an uninterrupted run. The teacher comes from --teacher (its finetune stage is skipped)."""
     teacher, _ = run_dir
     args = ["--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir, *TINY,
-            "--set", "quantize.max_steps=24", "--set", "quantize.batch_size=8", "--set", "quantize.checkpoint_steps=2"]
+            "--set", "quantize.max_steps=24", "--set", "quantize.batch_size=8", "--set", "quantize.checkpoint_steps=2",
+            "--set", f"quantize.group_by_length={group_by_length}"]
     whole = _xtc_process(*args, "--out", tmp_path / "whole", log=tmp_path / "whole.log")
     killed = _xtc_process(*args, "--out", tmp_path / "killed", log=tmp_path / "killed.log")
     state = tmp_path / "killed" / "quantize" / "checkpoint" / "state.json"

@@ -65,5 +65,7 @@ def make_loader(tokenizer, features: list[dict], batch_size: int, shuffle: bool,
     if group_by_length:
         assert shuffle, "length grouping is for training batches"
         batches = LengthGroupedBatches([len(f["input_ids"]) for f in features], batch_size, generator)
-        return DataLoader(features, batch_sampler=batches, collate_fn=collate)
+        # the generator also gives the loader's base seed: without it each epoch's iterator draws from torch's
+        # global RNG, which the dropout masks share, so a resumed run (RNG restored, iterator made again) diverged
+        return DataLoader(features, batch_sampler=batches, generator=generator, collate_fn=collate)
     return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
