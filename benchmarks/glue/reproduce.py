@@ -39,11 +39,14 @@ def moved(path: str) -> str:
     return str(REPRO / Path(path).relative_to("runs"))
 
 
-def with_out_moved(command: str) -> list[str]:
+def out_of(command: str) -> str:
+    """The folder a recorded command writes (its --out)."""
     words = shlex.split(command)
-    i = words.index("--out") + 1
-    words[i] = moved(words[i])
-    return words
+    return words[words.index("--out") + 1]
+
+
+def with_out_moved(command: str) -> list[str]:
+    return replace_paths(command, {out_of(command): moved(out_of(command))})
 
 
 def replace_paths(command: str, paths: dict[str, str]) -> list[str]:
@@ -59,9 +62,7 @@ def same_tensors(recorded: Path, rerun: Path) -> str:
 
 
 def stage_folder(command: str, stage: str) -> str:
-    words = shlex.split(command)
-    out = words[words.index("--out") + 1]
-    return out if stage == "teacher" else f"{out}/{stage}"
+    return out_of(command) if stage == "teacher" else f"{out_of(command)}/{stage}"
 
 
 def eval_score(command: list[str]) -> float:
@@ -111,7 +112,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for command in commands:
         words = with_out_moved(command)
-        if words[1] == "finetune" and (Path(words[words.index("--out") + 1]) / "metrics.json").exists():
+        if words[1] == "finetune" and (Path(moved(out_of(command))) / "metrics.json").exists():
             print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
             continue
         run_glue.sh(words, env=env)

@@ -86,6 +86,14 @@ def header(folder: Path) -> tuple[dict, dict]:
     return metadata, json.loads(metadata[META_HEADER])
 
 
+def assert_same_tensors(a: Path, b: Path) -> None:
+    """Every stored tensor of two packed folders: the same names, dtypes and bytes."""
+    a_tensors, b_tensors = load_file(a / WEIGHTS_FILE), load_file(b / WEIGHTS_FILE)
+    assert sorted(a_tensors) == sorted(b_tensors)
+    for key, array in a_tensors.items():
+        assert b_tensors[key].dtype == array.dtype and b_tensors[key].tobytes() == array.tobytes(), key
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_golden_file_decodes_to_the_model_values(name):
     model, packed = quantized_model(name), read_packed(GOLDEN / name)
@@ -136,10 +144,7 @@ def test_export_writes_the_golden_tensors_and_header(name, tmp_path):
     for key in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "id2label"):
         assert new_header["architecture"][key] == golden_header["architecture"][key], key
     assert "_name_or_path" not in new_header["architecture"]
-    golden_tensors, new_tensors = load_file(GOLDEN / name / WEIGHTS_FILE), load_file(new / WEIGHTS_FILE)
-    assert sorted(new_tensors) == sorted(golden_tensors)
-    for key, array in golden_tensors.items():
-        assert new_tensors[key].dtype == array.dtype and new_tensors[key].tobytes() == array.tobytes(), key
+    assert_same_tensors(GOLDEN / name, new)
 
 
 def test_two_exports_of_one_model_are_the_same_file(tmp_path):
@@ -152,9 +157,7 @@ def test_two_exports_of_one_model_are_the_same_file(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     folders = [export(tmp_path / d / "stage", tmp_path / d / "packed", **FILES[name][1]) for d in "ab"]
     assert header(folders[0]) == header(folders[1])
-    tensors = [load_file(f / WEIGHTS_FILE) for f in folders]
-    assert sorted(tensors[0]) == sorted(tensors[1])
-    assert all(tensors[0][k].tobytes() == tensors[1][k].tobytes() for k in tensors[0])
+    assert_same_tensors(*folders)
 
 
 if __name__ == "__main__":  # regenerate the golden folders (only with a format version bump)
