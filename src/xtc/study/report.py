@@ -151,9 +151,13 @@ def _plot_key(records: list[dict], key: str, out: Path):
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.minorticks_off()
     else:
-        ax.set_xticks(range(len(values)), values, rotation=15, fontsize=8)
+        # a recipe file's name, not its whole path: long paths run off the figure
+        ticks = [Path(v).stem if v.endswith((".yaml", ".yml")) else v for v in values]
+        ax.set_xticks(range(len(values)), ticks, rotation=15, fontsize=8)
+        ax.set_xmargin(0.15)
     ax.set_xlabel(key)
-    ax.set_ylabel("dev score (mean over seeds and other settings)")
+    ax.set_ylabel("dev score")
+    ax.set_title("mean ± std over seeds (and the other settings)", fontsize=9)
     _save(fig, ax, out)
 
 
