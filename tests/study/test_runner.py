@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from xtc.cli import main
 from xtc.errors import XtcError
 from xtc.provenance import source_commit
+from xtc.rundir import claim
 from xtc.study.config import cells, load_study
 from xtc.study.runner import read_results
 
@@ -104,9 +105,27 @@ def test_two_processes_share_a_study_folder(study_file, tmp_path, glue_dir):
     records = read_results(out)
     assert sorted(r["cell"] for r in records) == sorted(c.name for c in cells(load_study(study_file)))  # each once
     assert all(r["status"] == "ok" for r in records)
-    assert len({r["runner_pid"] for r in records}) == 2  # both took cells
+    # (which process took which cell depends on timing; that a claimed cell is left alone is tested below)
     teacher_runs = (out / "teachers" / "MRPC" / "teacher" / "train_log.jsonl").read_text().count('"event": "start"')
     assert teacher_runs == 1
+
+
+def test_a_cell_claimed_by_another_process_is_left_to_it(study_file, tmp_path, glue_dir):
+    out = tmp_path / "study"
+    names = [c.name for c in cells(load_study(study_file))]
+    study = ["study", str(study_file), "--out", str(out), "--glue-dir", str(glue_dir)]
+    # this test holds the first cell's lock, as another `xtc study` on the folder would while running it
+    with claim(out / "cells" / f"{names[0]}.lock", wait=False) as claimed:
+        assert claimed
+        result = CliRunner().invoke(main, study)
+        assert result.exit_code == 0, result.output
+        assert sorted(r["cell"] for r in read_results(out)) == sorted(names[1:])
+        assert not (out / "cells" / names[0]).exists()
+    # released (that process died or finished without recording it): the next run takes it, and only it
+    result = CliRunner().invoke(main, study)
+    assert result.exit_code == 0, result.output
+    assert [r["cell"] for r in read_results(out)][-1] == names[0]
+    assert sorted(r["cell"] for r in read_results(out)) == sorted(names)
 
 
 def test_a_failing_cell_is_recorded_and_the_study_goes_on(study_file, tmp_path, glue_dir):
