@@ -46,9 +46,10 @@ def expose_attention_scores(model: nn.Module) -> nn.Module:
 
 
 def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the positions where ``mask`` (broadcastable, 0/1) is 1."""
-    mask = mask.to(student.dtype).expand_as(student)
-    return ((student - teacher) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+    """Mean squared error over the positions where ``mask`` (broadcastable, 0/1) is 1, in float32
+    (under bf16 autocast the student's tensors may be bfloat16; a bf16 sum of the mask is not a count)."""
+    mask = mask.float().expand_as(student)
+    return ((student.float() - teacher.float()) ** 2 * mask).sum() / mask.sum().clamp(min=1)
 
 
 class DistillationLoss(nn.Module):
@@ -82,7 +83,7 @@ class DistillationLoss(nn.Module):
         """
         terms = {}
         if self.logit_weight > 0:
-            s, t = student.logits, teacher.logits  # (batch, labels)
+            s, t = student.logits.float(), teacher.logits.float()  # (batch, labels)
             if self.regression:
                 terms["logit"] = F.mse_loss(s, t)
             else:

@@ -59,6 +59,9 @@ class TrainArgs(_Config):
                                   "transformers' group_by_length): far fewer padding tokens, so faster steps on "
                                   "tasks of mixed lengths; each epoch still sees every example once, in a random "
                                   "order of batches")
+    bf16: bool = Field(False, description="run the training forward and backward under bfloat16 autocast (about 2x "
+                       "faster steps on CPUs with bf16 instructions and on GPUs); weights, optimizer, quantizer "
+                       "scales, the loss and every evaluation stay float32")
 
 
 class RunArgs(_Config):

@@ -63,7 +63,10 @@ class TeacherCache:
         self.hits = self.misses = 0
 
     def _run_teacher(self, inputs: dict):
-        with torch.no_grad():
+        # float32 even inside a bf16-autocast training step: the targets (and the stored files) do not
+        # depend on the student's precision
+        device = next(self.teacher.parameters()).device.type
+        with torch.no_grad(), torch.autocast(device, enabled=False):
             return self.teacher(**inputs, output_hidden_states=self.kd.needs_hidden_states,
                                 output_attentions=self.kd.needs_attentions)
 

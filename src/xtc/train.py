@@ -174,7 +174,8 @@ def train_stage(
             loader = accelerator.skip_first_batches(loader, offset)
         step_before = state["step"]
         for batch in loader:
-            terms = loss_fn(model, batch)
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                terms = loss_fn(model, batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise XtcError(f"{name}: loss became {loss.item()} at step {state['step']}; lower the learning rate "
