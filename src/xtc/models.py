@@ -23,6 +23,7 @@ class Architecture:
     num_layers_key: str  # config field with the layer count
     embeddings: str
     word_embeddings: str
+    position_embeddings: str
     # Linear layers inside one transformer layer, by role (relative to the layer).
     query: str
     key: str
@@ -32,15 +33,18 @@ class Architecture:
     ffn_out: str
     # Modules kept in full precision on top of the encoder.
     head: tuple[str, ...]
+    # The hidden x hidden Linear between the encoder's [CLS] output and the classifier (BERT's pooler)
+    pooler: str
 
 
-def _bert_like(base: str, head: tuple[str, ...]) -> Architecture:
+def _bert_like(base: str, head: tuple[str, ...], pooler: str) -> Architecture:
     return Architecture(
         base=base,
         layers=f"{base}.encoder.layer",
         num_layers_key="num_hidden_layers",
         embeddings=f"{base}.embeddings",
         word_embeddings=f"{base}.embeddings.word_embeddings",
+        position_embeddings=f"{base}.embeddings.position_embeddings",
         query="attention.self.query",
         key="attention.self.key",
         value="attention.self.value",
@@ -48,21 +52,23 @@ def _bert_like(base: str, head: tuple[str, ...]) -> Architecture:
         ffn_in="intermediate.dense",
         ffn_out="output.dense",
         head=head,
+        pooler=pooler,
     )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     # MiniLM checkpoints (all-MiniLM-L6-v2, paraphrase-MiniLM-L3) are model_type "bert".
-    "bert": _bert_like("bert", ("bert.pooler", "classifier")),
-    "roberta": _bert_like("roberta", ("classifier",)),
-    "xlm-roberta": _bert_like("roberta", ("classifier",)),
-    "electra": _bert_like("electra", ("classifier",)),
+    "bert": _bert_like("bert", ("bert.pooler", "classifier"), "bert.pooler.dense"),
+    "roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
+    "xlm-roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
+    "electra": _bert_like("electra", ("classifier",), "classifier.dense"),
     "distilbert": Architecture(
         base="distilbert",
         layers="distilbert.transformer.layer",
         num_layers_key="n_layers",
         embeddings="distilbert.embeddings",
         word_embeddings="distilbert.embeddings.word_embeddings",
+        position_embeddings="distilbert.embeddings.position_embeddings",
         query="attention.q_lin",
         key="attention.k_lin",
         value="attention.v_lin",
@@ -70,6 +76,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ffn_in="ffn.lin1",
         ffn_out="ffn.lin2",
         head=("pre_classifier", "classifier"),
+        pooler="pre_classifier",
     ),
 }
 
@@ -229,7 +236,8 @@ def _rebuild_quantization(model, folder: Path) -> None:
     from xtc.quant.apply import quantize_
 
     before = set(model.state_dict())
-    quantize_(model, model.config.xtc_quantization)
+    # folders saved before the config recorded `kept` were trained with float32 kept tensors
+    quantize_(model, {"kept": "fp32", **model.config.xtc_quantization})
     added = [k for k in model.state_dict() if k not in before]
     if not added:
         return

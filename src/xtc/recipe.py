@@ -273,7 +273,9 @@ class ExportConfig(_Config):
     ternary_packing: Literal["ternary2", "ternary_base3"] = Field(
         "ternary2", description="2-bit weights as 2-bit codes, or 5 per byte in base 3 (1.6 bits; storage only)"
     )
-    kept: Literal["fp16", "fp32"] = Field("fp16", description="precision of the tensors kept unquantized")
+    kept: Literal["fp16", "fp32"] | None = Field(
+        None, description="precision of the tensors kept unquantized (default: the quantization config's `kept`, "
+        "the precision the model was trained and evaluated in; another changes the model)")
     int8: tuple[str, ...] = Field((), description="a kept tensor to store in int8 (per-row scales), by name (repeatable)",
                                   json_schema_extra={"repeatable": True})
 

@@ -13,7 +13,6 @@ bit for bit. The codes are unpacked once at load into the kernels' bit
 layout (kernels.prepare), still one bit per binary weight and two per ternary one.
 """
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from xtc import kernels
 from xtc.errors import XtcError
 from xtc.packed.layout import QUANTIZED_ENCODINGS
 from xtc.packed.read import DECODERS, PackedModel, read_packed
+from xtc.quant.config import get_quant_config
 
 
 class PackedLinear(nn.Module):
@@ -58,7 +58,7 @@ class PackedLinear(nn.Module):
         spec = layer.spec
         assert layer.runs_packed(), spec
         codes, scale = weight_codes(layer.weight.detach(), spec.weight_bits, spec.granularity)
-        bias = None if layer.bias is None else layer.bias.detach().numpy()
+        bias = None if layer.bias is None else layer.kept_bias().detach().numpy()
         return cls(spec.weight_bits, kernels.prepare(codes.numpy(), spec.weight_bits), scale.numpy(), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,14 +105,14 @@ def load(folder: str | Path):
     config = AutoConfig.for_model(**config_dict)
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForSequenceClassification.from_config(config)
-    rules = packed.header["quantization"]["rules"]
+    quant = get_quant_config(packed.header["quantization"])
     quantized = {name.removesuffix(".weight") for name, e in packed.header["tensors"].items()
                  if e["encoding"] in QUANTIZED_ENCODINGS}
     for name in sorted(quantized):
         module = model.get_submodule(name)
         if isinstance(module, nn.Linear):
-            act_bits = next((r["act_bits"] for r in rules if _matches(r["pattern"], name)), None)
-            model.set_submodule(name, PackedLinear.from_packed(packed, name, act_bits))
+            rule = quant.rule_for(name)
+            model.set_submodule(name, PackedLinear.from_packed(packed, name, rule.act_bits if rule else None))
         elif isinstance(module, nn.Embedding):
             model.set_submodule(name, PackedEmbedding(packed, name, module.padding_idx))
         else:
@@ -127,10 +127,6 @@ def load(folder: str | Path):
     if still_meta:
         raise XtcError(f"{folder}: the file lacks tensors {still_meta[:3]}")
     return model.eval()
-
-
-def _matches(pattern: str, name: str) -> bool:
-    return re.fullmatch(pattern, name) is not None
 
 
 def _is_packed_bias(name: str, quantized: set[str]) -> bool:

@@ -8,13 +8,13 @@ every other tensor in float16; a full-precision model as stored (FP32).
 
 import json
 import math
-import re
 from pathlib import Path
 
 from safetensors import safe_open
 
 from xtc.models import architecture
-from xtc.packed.layout import WEIGHTS_FILE, stored_bytes
+from xtc.packed.layout import WEIGHTS_FILE, stored_bytes, weight_encoding
+from xtc.quant.config import get_quant_config
 
 GROUPS = ("word embeddings", "other embeddings", "encoder weights", "head", "norms and biases")
 
@@ -22,8 +22,10 @@ GROUPS = ("word embeddings", "other embeddings", "encoder weights", "head", "nor
 def planned_entries(model_dir: Path) -> tuple[dict, dict]:
     """(architecture config, {tensor: header entry}) of a model folder, without loading weights."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    rules = (config.get("xtc_quantization") or {}).get("rules", [])
-    patterns = [(re.compile(r["pattern"]), r) for r in rules]
+    recorded = config.get("xtc_quantization")
+    # as models.load_model rebuilds it: folders saved before `kept` was recorded kept float32 tensors
+    quant = get_quant_config({"kept": "fp32", **recorded}) if recorded else None
+    embeddings = _embedding_modules(config)
     entries = {}
     with safe_open(Path(model_dir) / "model.safetensors", "pt") as f:
         for name in f.keys():
@@ -31,13 +33,21 @@ def planned_entries(model_dir: Path) -> tuple[dict, dict]:
             if f.get_slice(name).get_dtype() not in ("F32", "F16", "BF16"):
                 continue  # integer buffers are not stored
             module = name.removesuffix(".weight")
-            rule = next((r for p, r in patterns if name.endswith(".weight") and p.fullmatch(module)), None)
-            if rule is not None and rule.get("weight_bits"):
-                entries[name] = {"encoding": "binary" if rule["weight_bits"] == 1 else "ternary2", "shape": shape,
-                                 "granularity": rule["granularity"], "group_size": rule.get("group_size")}
+            rule = quant.rule_for(module) if quant is not None and name.endswith(".weight") else None
+            if rule is not None and rule.weight_bits:
+                acts = None if module in embeddings else rule.act_bits
+                encoding = weight_encoding(rule.weight_bits, rule.granularity, acts) or "fp32"
+                entries[name] = {"encoding": encoding, "shape": shape, "granularity": rule.granularity,
+                                 "group_size": rule.group_size}
             else:
-                entries[name] = {"encoding": "fp16" if rules else "fp32", "shape": shape}
+                entries[name] = {"encoding": quant.kept if quant else "fp32", "shape": shape}
     return config, entries
+
+
+def _embedding_modules(config: dict) -> set[str]:
+    """The embedding tables of an architecture (their rules' act_bits do not apply)."""
+    arch = architecture(config["model_type"])
+    return {arch.word_embeddings, arch.position_embeddings, f"{arch.embeddings}.token_type_embeddings"}
 
 
 def size_report(model_dir: Path) -> dict:

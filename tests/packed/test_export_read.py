@@ -18,6 +18,7 @@ from xtc.packed.read import read_packed
 from xtc.quant.apply import quantize_, quantized_modules
 from xtc.quant.config import QuantConfig, QuantRule
 from xtc.quant.modules import QuantLinear
+from xtc.quant.primitives import round_fp16
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +68,33 @@ def test_packed_file_is_small(fp_model, tokenizer, tmp_path):
 
 
 def test_int8_kept_tensors(fp_model, tokenizer, tmp_path):
-    name = "bert.embeddings.position_embeddings.weight"
+    name = "bert.embeddings.token_type_embeddings.weight"
     packed = read_packed(export(quantized(fp_model, "w1a8"), tmp_path, tokenizer, int8_tensors=(name,)))
     original = fp_model.state_dict()[name].numpy()
     step = np.abs(original).max(axis=1, keepdims=True) / 127
     assert packed.header["tensors"][name]["encoding"] == "int8_row"
     assert (np.abs(packed.dequantized(name) - original) <= step / 2 + 1e-7).all()
+
+
+def test_8_bit_rows_and_fp16_kept_tensors_store_the_trained_values(fp_model, tokenizer, tmp_path):
+    """The preset's position embeddings and pooler are trained as 8-bit rows and the rest in float16:
+    the default export stores exactly the values the fake-quant model computes with."""
+    model = quantized(fp_model, "w1a8")
+    packed = read_packed(export(model, tmp_path, tokenizer))
+    entries = packed.header["tensors"]
+    positions = model.bert.embeddings.position_embeddings
+    assert entries["bert.embeddings.position_embeddings.weight"]["encoding"] == "int8_row"
+    assert entries["bert.pooler.dense.weight"]["encoding"] == "int8_row"
+    expected = positions(torch.arange(positions.num_embeddings)).detach().numpy()
+    assert np.array_equal(packed.dequantized("bert.embeddings.position_embeddings.weight"), expected)
+    assert np.array_equal(packed.dequantized("bert.pooler.dense.weight"),
+                          model.bert.pooler.dense.quantized_weight().detach().numpy())
+    layer_norm = model.bert.embeddings.LayerNorm
+    assert entries["bert.embeddings.LayerNorm.weight"]["encoding"] == "fp16"
+    assert np.array_equal(packed.dequantized("bert.embeddings.LayerNorm.weight"),
+                          round_fp16(layer_norm.weight).detach().numpy())
+    with pytest.raises(XtcError, match="already stored by its quantization rule"):
+        export(model, tmp_path / "again", tokenizer, int8_tensors=("bert.pooler.dense.weight",))
 
 
 def test_export_refuses_a_full_precision_model(fp_model, tokenizer, tmp_path):
@@ -83,8 +105,9 @@ def test_export_refuses_a_full_precision_model(fp_model, tokenizer, tmp_path):
 def test_export_refuses_weights_wider_than_2_bits(fp_model, tokenizer, tmp_path):
     # 3..8-bit weights train (fake quantization) but have no packed encoding
     config = QuantConfig(rules=[QuantRule(pattern=r".*\.query", weight_bits=4)])
-    with pytest.raises(XtcError, match=r"stores 1- and 2-bit weights; bert\.encoder\.layer\.0\.attention\.self"
-                                       r"\.query has 4-bit weights \(2 such modules\)"):
+    with pytest.raises(XtcError, match=r"stores 1- and 2-bit weights, and 8-bit weights with one scale per row and "
+                                       r"full-precision inputs; bert\.encoder\.layer\.0\.attention\.self"
+                                       r"\.query has 4-bit weights \(tensor; 2 such modules\)"):
         export(quantized(fp_model, config), tmp_path, tokenizer)
 
 

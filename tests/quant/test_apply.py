@@ -13,7 +13,7 @@ from xtc.errors import XtcError
 from xtc.models import architecture, load_model
 from xtc.quant.apply import quantize_, quantized_modules
 from xtc.quant.config import LINEAR_ROLES, PRESETS, QuantConfig, QuantRule
-from xtc.quant.modules import QuantEmbedding, QuantLinear
+from xtc.quant.modules import Fp16Embedding, Fp16LayerNorm, Fp16Linear, QuantEmbedding, QuantLinear
 
 BATCH = dict(input_ids=torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]]),
              attention_mask=torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]))
@@ -39,15 +39,18 @@ def test_w1a8_on_bert_tiny_quantizes_the_reference_modules(bert_tiny):
     params_before = [id(p) for p in bert_tiny.parameters()]
     assert quantize_(bert_tiny, "w1a8") is bert_tiny
     found = dict(quantized_modules(bert_tiny))
-    linears = {n for n, m in found.items() if isinstance(m, QuantLinear)}
+    linears = {n for n, m in found.items() if isinstance(m, QuantLinear) and m.spec.weight_bits == 1}
     assert linears == expected_linears(arch, 2) and len(linears) == 12
-    assert all(found[n].spec.weight_bits == 1 and found[n].spec.act_bits == 8 for n in linears)
-    assert set(found) - linears == {arch.word_embeddings}
+    assert all(found[n].spec.act_bits == 8 for n in linears)
+    assert set(found) - linears == {arch.word_embeddings, arch.position_embeddings, arch.pooler}
     assert isinstance(found[arch.word_embeddings], QuantEmbedding) and found[arch.word_embeddings].spec.granularity == "row"
-    for name in ("bert.pooler.dense", "classifier"):
-        assert type(bert_tiny.get_submodule(name)) is nn.Linear
-    for name in ("position_embeddings", "token_type_embeddings"):
-        assert type(bert_tiny.get_submodule(f"{arch.embeddings}.{name}")) is nn.Embedding
+    for name in (arch.position_embeddings, arch.pooler):  # beyond the paper: 8-bit rows, weights only
+        assert (found[name].spec.weight_bits, found[name].spec.granularity, found[name].spec.act_bits) == (8, "row", None)
+    # everything else computes in float16 (kept: fp16), as the packed file stores it
+    assert type(bert_tiny.get_submodule("classifier")) is Fp16Linear
+    assert type(bert_tiny.get_submodule(f"{arch.embeddings}.token_type_embeddings")) is Fp16Embedding
+    assert type(bert_tiny.get_submodule(f"{arch.embeddings}.LayerNorm")) is Fp16LayerNorm
+    assert all(m.round_kept for m in found.values() if isinstance(m, QuantLinear))
     assert [id(p) for p in bert_tiny.parameters()] == params_before  # same parameters, same order
     assert bert_tiny.config.xtc_quantization == PRESETS["w1a8"].model_dump(mode="json")
 
@@ -78,10 +81,11 @@ def test_presets_quantize_six_linears_per_layer_on_every_architecture(model_type
     num_layers = getattr(model.config, arch.num_layers_key)
     quantize_(model, "w2a8")
     found = dict(quantized_modules(model))
-    assert {n for n, m in found.items() if isinstance(m, QuantLinear)} == expected_linears(arch, num_layers)
-    assert set(found) - expected_linears(arch, num_layers) == {arch.word_embeddings}
-    for head in arch.head:
-        assert not quantized_modules(model.get_submodule(head)), head
+    low_bit = {n for n, m in found.items() if m.spec.weight_bits == 2}
+    assert low_bit - {arch.word_embeddings} == expected_linears(arch, num_layers)
+    assert set(found) - low_bit == {arch.position_embeddings, arch.pooler}  # 8-bit rows
+    in_head = {n for n in found if any(n == h or n.startswith(h + ".") for h in arch.head)}
+    assert in_head <= {arch.pooler}  # of the head, only the pooler's dense layer
     model(input_ids=torch.tensor([[1, 5, 7, 2]])).logits.sum().backward()
 
 
@@ -90,7 +94,7 @@ def test_first_matching_rule_wins_and_a_rule_without_bits_keeps_the_module(bert_
                                 QuantRule(pattern=r".*\.value", act_bits=8),
                                 QuantRule(pattern=".*", weight_bits=4, granularity="group", group_size=16)])
     quantize_(bert_tiny, config)
-    assert type(bert_tiny.classifier) is nn.Linear
+    assert type(bert_tiny.classifier) is Fp16Linear  # kept (in float16, the config's default)
     value = bert_tiny.get_submodule("bert.encoder.layer.0.attention.self.value")
     assert value.spec.weight_bits is None and value.spec.act_bits == 8
     assert bert_tiny.bert.pooler.dense.spec.weight_bits == 4
@@ -110,6 +114,8 @@ def test_no_match_and_requantization_are_refused(bert_tiny):
 def test_every_quantized_weight_group_of_bert_tiny_takes_exactly_2_or_3_values(bert_tiny, preset, values):
     quantize_(bert_tiny, preset)
     for name, module in quantized_modules(bert_tiny):
+        if module.spec.weight_bits == 8:
+            continue  # the position embeddings and pooler: 8-bit rows
         if isinstance(module, QuantLinear):
             groups = module.quantized_weight().detach().reshape(1, -1)  # one scale per matrix
         else:

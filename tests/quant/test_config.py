@@ -74,22 +74,28 @@ def test_presets_resolve_by_name_and_unknown_names_list_the_valid_ones():
 
 @pytest.mark.parametrize("bits", [1, 2])
 def test_reference_presets_match_the_method_table(bits):
-    linears, embeddings = PRESETS[f"w{bits}a8"].rules
+    linears, embeddings, positions, pooler = PRESETS[f"w{bits}a8"].rules
     assert (linears.weight_bits, linears.granularity, linears.act_bits, linears.act_mode) == (bits, "tensor", 8, "dynamic")
     assert (embeddings.weight_bits, embeddings.granularity, embeddings.act_bits) == (bits, "row", None)
+    # beyond the paper: the next two largest tensors as 8-bit rows (weights only), the rest float16
+    for rule in (positions, pooler):
+        assert (rule.weight_bits, rule.granularity, rule.act_bits) == (8, "row", None)
+    assert PRESETS[f"w{bits}a8"].kept == "fp16"
 
 
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))
 def test_preset_patterns_select_the_layer_linears_and_word_embeddings_of_every_architecture(model_type):
     arch = ARCHITECTURES[model_type]
-    linears, embeddings = (re.compile(r.pattern) for r in PRESETS["w1a8"].rules)
+    linears, embeddings, positions, pooler = (re.compile(r.pattern) for r in PRESETS["w1a8"].rules)
     for i in (0, 11):
         for role in LINEAR_ROLES:
             name = f"{arch.layers}.{i}.{getattr(arch, role)}"
             assert linears.fullmatch(name) and not embeddings.fullmatch(name), name
             assert not linears.fullmatch(name + ".weight")
     assert embeddings.fullmatch(arch.word_embeddings) and not linears.fullmatch(arch.word_embeddings)
-    kept = [*arch.head, f"{arch.embeddings}.position_embeddings", f"{arch.embeddings}.token_type_embeddings",
+    assert positions.fullmatch(arch.position_embeddings) and pooler.fullmatch(arch.pooler)
+    assert PRESETS["w1a8"].rule_for(arch.pooler).weight_bits == 8
+    kept = [*(h for h in arch.head if h != arch.pooler), "classifier.out_proj", f"{arch.embeddings}.token_type_embeddings",
             f"{arch.layers}.0.attention.output.LayerNorm", f"{arch.layers}.x.{arch.query}"]
     for name in kept:
-        assert not linears.fullmatch(name) and not embeddings.fullmatch(name), name
+        assert PRESETS["w1a8"].rule_for(name) is None, name

@@ -8,6 +8,7 @@ activations, so its logits differ slightly from the fake-quant model's (its
 predictions agree except near ties; measured in the tests).
 """
 
+import copy
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.apply import quantized_modules
-from xtc.quant.modules import QuantEmbedding, QuantLinear
+from xtc.quant.modules import FP16_KEPT, QuantEmbedding, QuantLinear
+from xtc.quant.primitives import round_fp16
 
 
 def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
@@ -27,22 +29,26 @@ def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
         model, _ = load_model(model)
     if tokenizer is None:
         raise XtcError("export of an in-memory model needs its tokenizer")
-    quantized = quantized_modules(model)
-    if not quantized:
+    if not quantized_modules(model):
         raise XtcError("the model is not quantized: quantize it (xtc.quantize_ or an xtc run stage) first")
+    model = copy.deepcopy(model)  # the caller's model stays quantized
     with torch.no_grad():
-        for name, module in quantized:
+        for name, module in list(model.named_modules()):
             if isinstance(module, QuantLinear):
                 plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
                 plain.weight.copy_(module.quantized_weight())
                 if module.bias is not None:
-                    plain.bias.copy_(module.bias)
-            else:
-                assert isinstance(module, QuantEmbedding)
+                    plain.bias.copy_(module.kept_bias())
+                model.set_submodule(name, plain)
+            elif isinstance(module, QuantEmbedding):
                 table = module(torch.arange(module.weight.shape[0]))  # (vocab, hidden), dequantized rows
                 plain = nn.Embedding(*table.shape, padding_idx=module.padding_idx)
                 plain.weight.copy_(table)
-            model.set_submodule(name, plain)
+                model.set_submodule(name, plain)
+            elif type(module) in FP16_KEPT.values():  # kept: fp16: the values it computes with, in a plain module
+                for param in module.parameters(recurse=False):
+                    param.copy_(round_fp16(param))
+                module.__class__ = type(module).__bases__[0]
     del model.config.xtc_quantization
     out = Path(out_dir)
     with quiet_transformers():

@@ -23,6 +23,21 @@ STORED = {
 QUANTIZED_ENCODINGS = ("binary", "ternary2", "ternary_base3")
 TERNARY_PACKINGS = ("ternary2", "ternary_base3")
 
+
+
+def weight_encoding(bits: int, granularity: str, act_bits: int | None, ternary_packing: str = "ternary2") -> str | None:
+    """The encoding that stores a weight trained with ``bits`` (a rule's weight_bits), or None when the
+    format has none: 1 bit binary, 2 bits ternary, 8 bits int8_row (one scale per row, weights only:
+    the runtime runs 8-bit weights as the float values they decode to)."""
+    if bits == 1:
+        return "binary"
+    if bits == 2:
+        return ternary_packing
+    if bits == 8 and granularity == "row" and act_bits is None:
+        return "int8_row"
+    return None
+
+
 _PER_BYTE = {"binary": 8, "ternary2": 4, "ternary_base3": 5}
 SCALE_BYTES = 4  # float32 scales
 

@@ -1,12 +1,10 @@
 """Turning a full-precision model into a quantization-aware one, in place."""
 
-import re
-
 from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.config import QuantConfig, get_quant_config
-from xtc.quant.modules import QuantEmbedding, QuantLinear
+from xtc.quant.modules import FP16_KEPT, QuantEmbedding, QuantLinear
 
 
 def quantized_modules(model: nn.Module) -> list[tuple[str, QuantLinear | QuantEmbedding]]:
@@ -28,11 +26,10 @@ def quantize_(model: nn.Module, config: str | dict | QuantConfig) -> nn.Module:
     config = get_quant_config(config)
     if quantized_modules(model):
         raise XtcError("the model is already quantized: quantize a full-precision model")
-    patterns = [re.compile(rule.pattern) for rule in config.rules]
     matched = []  # (name, module, rule)
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            rule = next((r for r, p in zip(config.rules, patterns) if p.fullmatch(name)), None)
+            rule = config.rule_for(name)
             if rule is not None:
                 matched.append((name, module, rule))
     if not matched:
@@ -45,6 +42,22 @@ def quantize_(model: nn.Module, config: str | dict | QuantConfig) -> nn.Module:
             model.set_submodule(name, QuantLinear.from_float(module, rule))
         elif isinstance(module, nn.Embedding) and rule.weight_bits is not None:
             model.set_submodule(name, QuantEmbedding.from_float(module, rule))
+    if config.kept == "fp16":
+        _round_kept_to_fp16(model)
     if hasattr(model, "config"):
         model.config.xtc_quantization = config.model_dump(mode="json")
     return model
+
+
+def _round_kept_to_fp16(model: nn.Module) -> None:
+    """Every floating tensor that no rule quantizes computes rounded to float16 (what the file stores)."""
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            module.round_kept = True
+        elif type(module) in FP16_KEPT:
+            module.__class__ = FP16_KEPT[type(module)]
+        elif isinstance(module, QuantEmbedding):
+            continue
+        elif any(p.is_floating_point() for p in module.parameters(recurse=False)):
+            raise XtcError(f"kept: fp16: module {name} ({type(module).__name__}) holds its own parameters and "
+                           "is not a Linear, Embedding or LayerNorm; use kept: fp32 for this model")

@@ -104,27 +104,46 @@ class QuantRule(QuantSpec):
         return value
 
 
+Kept = Literal["fp16", "fp32"]
+
+
 class QuantConfig(_Config):
-    """Which nn.Linear / nn.Embedding modules are quantized, and how."""
+    """Which nn.Linear / nn.Embedding modules are quantized, and how; and how the rest is stored."""
 
     rules: list[QuantRule] = Field(
         min_length=1, description="tried in order; the first rule whose pattern matches a module's name decides"
     )
+    kept: Kept = Field(
+        "fp16", description="precision of every tensor no rule quantizes (LayerNorms, biases, other embeddings, "
+        "head): fp16 rounds them to float16 in every forward pass (straight-through in training), so the "
+        "trained and evaluated model is exactly the packed file, which stores them in float16; fp32 keeps them"
+    )
+
+    def rule_for(self, module_name: str) -> QuantRule | None:
+        """The rule deciding ``module_name`` (a full module name): the first whose pattern fullmatches it."""
+        return next((r for r in self.rules if re.fullmatch(r.pattern, module_name)), None)
+
+
+def _alternatives(names) -> str:
+    return "|".join(dict.fromkeys(re.escape(n) for n in names if n))
 
 
 def _reference(bits: int) -> QuantConfig:
     """METHOD.md: Q/K/V, attention output, FFN in/out of every layer at ``bits`` (one scale per matrix) with
-    8-bit dynamic per-token inputs; word embeddings at ``bits``, one scale per row; everything else kept."""
+    8-bit dynamic per-token inputs; word embeddings at ``bits``, one scale per row. Beyond the paper, the
+    two largest of the other tensors are stored (and trained) as 8-bit rows: the position embeddings and
+    the pooler's dense layer (weights only); everything else is kept in float16."""
     archs = ARCHITECTURES.values()
     linears = "|".join(dict.fromkeys(
         rf"{re.escape(a.layers)}\.\d+\.(?:{'|'.join(re.escape(getattr(a, role)) for role in LINEAR_ROLES)})"
         for a in archs
     ))
-    embeddings = "|".join(dict.fromkeys(re.escape(a.word_embeddings) for a in archs))
     return QuantConfig(rules=[
         QuantRule(pattern=linears, weight_bits=bits, granularity="tensor", act_bits=8, act_mode="dynamic"),
-        QuantRule(pattern=embeddings, weight_bits=bits, granularity="row"),
-    ])
+        QuantRule(pattern=_alternatives(a.word_embeddings for a in archs), weight_bits=bits, granularity="row"),
+        QuantRule(pattern=_alternatives(a.position_embeddings for a in archs), weight_bits=8, granularity="row"),
+        QuantRule(pattern=_alternatives(a.pooler for a in archs), weight_bits=8, granularity="row"),
+    ], kept="fp16")
 
 
 PRESETS: dict[str, QuantConfig] = {"w1a8": _reference(1), "w2a8": _reference(2)}

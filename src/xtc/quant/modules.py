@@ -1,4 +1,4 @@
-"""Quantization-aware drop-in replacements for nn.Linear and nn.Embedding.
+"""Quantization-aware drop-in replacements for nn.Linear and nn.Embedding, and float16 kept modules.
 
 Both keep the latent full-precision ``weight`` (and ``bias``) Parameters under
 the names nn.Linear / nn.Embedding use (``from_float`` adopts the very same
@@ -6,6 +6,11 @@ Parameter objects), so state dicts, checkpoints and optimizers see no change.
 Every forward pass re-quantizes the latent weights (straight-through gradients,
 see ``primitives``). The only extra state is the ``act_range.max_abs`` buffer of
 a QuantLinear in static activation mode.
+
+With a config's ``kept: fp16`` every other floating tensor is rounded to float16 in the
+forward pass: a QuantLinear's bias (``round_kept``), and the plain nn.Linear / nn.Embedding /
+nn.LayerNorm modules, whose class becomes the ``Fp16*`` subclass below (the same Parameters
+and names, so state dicts and HF saving see no change).
 """
 
 import torch
@@ -15,7 +20,7 @@ from torch import nn
 from xtc.errors import XtcError
 from xtc.quant.config import QuantSpec
 from xtc.quant.primitives import (StaticRange, quantize_activation_per_token, quantize_symmetric, quantize_weight,
-                                  symmetric_codes, weight_codes)
+                                  round_fp16, symmetric_codes, weight_codes)
 
 
 def _spec_repr(spec: QuantSpec, activations: bool) -> str:
@@ -39,6 +44,7 @@ class QuantLinear(nn.Module):
         self.bias = bias  # (out_features,) or None
         self.spec = spec
         self.act_range = StaticRange(device=weight.device) if spec.act_bits and spec.act_mode == "static" else None
+        self.round_kept = False  # the bias rounded to float16 (a config's kept: fp16)
 
     @classmethod
     def from_float(cls, module: nn.Linear, spec: QuantSpec) -> "QuantLinear":
@@ -58,10 +64,13 @@ class QuantLinear(nn.Module):
             return quantize_activation_per_token(x, s.act_bits)
         return quantize_symmetric(x, s.act_bits, "tensor", max_abs=self.act_range(x))
 
+    def kept_bias(self) -> torch.Tensor | None:
+        return round_fp16(self.bias) if self.round_kept and self.bias is not None else self.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_features) -> (..., out_features)
         if not self.training and not torch.is_grad_enabled() and self.runs_packed():
             return self._integer_forward(x)
-        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        return F.linear(self.quantized_input(x), self.quantized_weight(), self.kept_bias())
 
     def runs_packed(self) -> bool:
         """The layers the packed runtime runs: 1-/2-bit weights, one scale per matrix or row, 8-bit per-token inputs."""
@@ -82,7 +91,7 @@ class QuantLinear(nn.Module):
         acc = F.linear(codes_x.float(), codes_w.float())  # (M, N), integers
         y = acc * (scale.reshape(-1, 1) * alpha.reshape(1, -1))
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.kept_bias()
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -125,3 +134,31 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, {_spec_repr(self.spec, activations=False)}"
+
+
+class Fp16Linear(nn.Linear):
+    """An nn.Linear computing with its weight and bias rounded to float16 (``round_fp16``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, round_fp16(self.weight), None if self.bias is None else round_fp16(self.bias))
+
+
+class Fp16Embedding(nn.Embedding):
+    """An nn.Embedding looking up its table rounded to float16 (``round_fp16``: only the looked-up rows)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight, self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq, self.sparse)
+        return round_fp16(rows)
+
+
+class Fp16LayerNorm(nn.LayerNorm):
+    """An nn.LayerNorm with its weight and bias rounded to float16 (``round_fp16``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else round_fp16(self.weight)
+        bias = None if self.bias is None else round_fp16(self.bias)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
+FP16_KEPT = {nn.Linear: Fp16Linear, nn.Embedding: Fp16Embedding, nn.LayerNorm: Fp16LayerNorm}

@@ -257,6 +257,13 @@ def quantize_weight(
     return quantize_symmetric(w, bits, granularity, group_size)
 
 
+def round_fp16(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the nearest float16 value (kept in ``x``'s dtype), straight-through: the forward
+    value is exactly what a float16 file stores (``x + (r - x)`` is exact: ``r - x`` is), the gradient
+    is the identity."""
+    return x + (x.detach().half().to(x.dtype) - x.detach())
+
+
 def quantize_activation_per_token(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Dynamic symmetric quantization, one scale per token: x (..., hidden), scale = max |x| over hidden."""
     return quantize_symmetric(x, bits, "row")
