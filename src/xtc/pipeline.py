@@ -22,7 +22,7 @@ from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
 from xtc.evaluation import dev_sets
 from xtc.models import architecture, load_model, load_tokenizer
-from xtc.quant.apply import quantize_
+from xtc.quant.apply import quantize_, unquantize_
 from xtc.quant.config import get_quant_config
 from xtc.recipe import Recipe, RunConfig, StageConfig
 from xtc.reduce import default_teacher_layers, reduce_layers
@@ -84,10 +84,13 @@ def build_student(stage: StageConfig, start: Path | str, task: GlueTask,
     if stage.quant is not None:
         wanted = get_quant_config(stage.quant).model_dump(mode="json")
         recorded = getattr(model.config, "xtc_quantization", None)
+        if recorded is not None and recorded != wanted:  # e.g. 1-bit from the trained 2-bit student
+            tqdm.write(f"stage {stage.name}: its start model is quantized otherwise; its latent weights are "
+                       "quantized anew")
+            unquantize_(model)
+            recorded = None
         if recorded is None:
             quantize_(model, wanted)
-        elif recorded != wanted:
-            raise XtcError(f"stage {stage.name}: its start model is quantized differently from quant={stage.quant!r}")
     return model
 
 

@@ -11,7 +11,7 @@ from tests.test_models import CONFIGS, tiny_config
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.models import architecture, load_model
-from xtc.quant.apply import quantize_, quantized_modules
+from xtc.quant.apply import quantize_, quantized_modules, unquantize_
 from xtc.quant.config import LINEAR_ROLES, PRESETS, QuantConfig, QuantRule
 from xtc.quant.modules import Fp16Embedding, Fp16LayerNorm, Fp16Linear, QuantEmbedding, QuantLinear
 
@@ -122,3 +122,17 @@ def test_every_quantized_weight_group_of_bert_tiny_takes_exactly_2_or_3_values(b
             groups = module(torch.arange(module.weight.shape[0])).detach()  # one scale per row: (vocab, hidden)
         counts = {len(torch.unique(g)) for g in groups}
         assert counts == {values}, (name, counts)
+
+
+def test_unquantize_restores_the_plain_model_so_another_quantization_starts_from_its_latent_weights(bert_tiny,
+                                                                                                    bert_tiny_fp):
+    direct = quantize_(copy.deepcopy(bert_tiny_fp), "w1a8").eval()
+    params = [id(p) for p in bert_tiny.parameters()]
+    quantize_(bert_tiny, "w2a8")
+    unquantize_(bert_tiny)
+    assert not quantized_modules(bert_tiny) and not hasattr(bert_tiny.config, "xtc_quantization")
+    assert {type(m) for m in bert_tiny.modules()} >= {nn.Linear, nn.Embedding, nn.LayerNorm}
+    assert [id(p) for p in bert_tiny.parameters()] == params  # the same latent Parameters
+    assert torch.equal(bert_tiny.eval()(**BATCH).logits, bert_tiny_fp.eval()(**BATCH).logits)
+    requantized = quantize_(bert_tiny, "w1a8").eval()
+    assert torch.equal(requantized(**BATCH).logits, direct(**BATCH).logits)

@@ -61,3 +61,25 @@ def _round_kept_to_fp16(model: nn.Module) -> None:
         elif any(p.is_floating_point() for p in module.parameters(recurse=False)):
             raise XtcError(f"kept: fp16: module {name} ({type(module).__name__}) holds its own parameters and "
                            "is not a Linear, Embedding or LayerNorm; use kept: fp32 for this model")
+
+
+def unquantize_(model: nn.Module) -> nn.Module:
+    """The inverse of ``quantize_``, in place: every wrapper becomes the plain module again, around the same
+    latent full-precision Parameters (static activation ranges are dropped). A student quantized one way can
+    so start another quantization from its trained latent weights (e.g. 1-bit from a trained 2-bit model)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantLinear):
+            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                              device="meta")
+            plain.weight, plain.bias = module.weight, module.bias
+            model.set_submodule(name, plain)
+        elif isinstance(module, QuantEmbedding):
+            plain = nn.Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx,
+                                 scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse, device="meta")
+            plain.weight = module.weight
+            model.set_submodule(name, plain)
+        elif type(module) in FP16_KEPT.values():
+            module.__class__ = type(module).__bases__[0]
+    if hasattr(model, "config") and hasattr(model.config, "xtc_quantization"):
+        del model.config.xtc_quantization
+    return model
