@@ -10,7 +10,8 @@ from transformers import (AutoModel, BertConfig, DistilBertConfig, ElectraConfig
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
-from xtc.models import ARCHITECTURES, architecture, load_model, load_tokenizer, resolve_model
+from xtc.arch import ARCHITECTURES, architecture
+from xtc.models import load_model, load_tokenizer, resolve_model
 
 TINY = dict(vocab_size=99, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
 CONFIGS = {

@@ -24,7 +24,7 @@ def onnx_file():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, onnx_file):
-    return import_onnx_bert(onnx_file, tmp_path_factory.mktemp("pml3"), tokenizer_from="minilm-l6")
+    return import_onnx_bert(onnx_file, tmp_path_factory.mktemp("pml3"), load_tokenizer("minilm-l6"))
 
 
 def test_hidden_states_match_onnx_runtime_on_real_rows(converted, onnx_file, glue_dir):
@@ -60,6 +60,6 @@ def test_short_name_converts_once_into_the_cache(tmp_path, monkeypatch):
 def test_bad_onnx_file(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx at all")
     with pytest.raises(XtcError, match="not a readable ONNX model"):
-        import_onnx_bert(tmp_path / "bad.onnx", tmp_path / "out", tokenizer_from="minilm-l6")
+        import_onnx_bert(tmp_path / "bad.onnx", tmp_path / "out", load_tokenizer("minilm-l6"))
     with pytest.raises(XtcError, match="does not exist"):
-        import_onnx_bert(tmp_path / "none.onnx", tmp_path / "out", tokenizer_from="minilm-l6")
+        import_onnx_bert(tmp_path / "none.onnx", tmp_path / "out", load_tokenizer("minilm-l6"))

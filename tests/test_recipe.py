@@ -72,11 +72,12 @@ def test_bad_files(tmp_path):
 
 
 def test_teacher_layers_flag():
+    from xtc.pipeline import resolve_recipe
     from xtc.recipe import RunConfig
 
     config = RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="0,2,5")
-    assert config.load_recipe().stage("layer_reduction").layers == [0, 2, 5]
+    assert resolve_recipe(config).stage("layer_reduction").layers == [0, 2, 5]
     with pytest.raises(XtcError, match="has no layer-reduction stage"):
-        RunConfig(recipe="xtc-w1a8", task="RTE", out="x", teacher_layers="1").load_recipe()
+        resolve_recipe(RunConfig(recipe="xtc-w1a8", task="RTE", out="x", teacher_layers="1"))
     with pytest.raises(ValueError, match="comma-separated layer indices"):
         RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="1;3")

@@ -6,7 +6,8 @@ import torch
 from tests.test_models import CONFIGS, tiny_config
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
-from xtc.models import architecture, load_model
+from xtc.arch import architecture
+from xtc.models import load_model
 from xtc.reduce import default_teacher_layers, reduce_layers
 
 

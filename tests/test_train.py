@@ -116,3 +116,22 @@ def test_non_finite_loss_stops_with_a_clear_message(glue_dir, tmp_path, monkeypa
         finetune(config)
     assert (out / "model.safetensors").is_file()  # the best checkpoint (epoch 1)
     assert (out / "checkpoint" / "state.json").is_file() and not (out / "metrics.json").exists()
+
+
+def test_bf16_autocast_trains_float32_weights_and_evaluates_in_float32(glue_dir, tmp_path, monkeypatch):
+    """--bf16 runs the training forward in bfloat16 (seen by the model's matmuls) but stores float32
+    weights, and the recorded dev metrics are those of a float32 re-evaluation of the saved folder."""
+    seen = []
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear",
+                        lambda x, w, b=None: seen.append(torch.is_autocast_enabled(x.device.type)) or linear(x, w, b))
+    out = tmp_path / "mrpc"
+    metrics = finetune(FinetuneConfig(model="bert-tiny", task="MRPC", glue_dir=glue_dir, out=out,
+                                      max_train_samples=64, max_eval_samples=48, max_steps=4, batch_size=16,
+                                      lr=5e-4, bf16=True))
+    monkeypatch.undo()
+    assert any(seen) and not all(seen)  # autocast in the training steps, not in evaluation
+    model, _ = load_model(str(out))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    again = evaluate(EvalConfig(model=str(out), task="MRPC", glue_dir=glue_dir, max_eval_samples=48))
+    assert again["dev"] == pytest.approx(metrics["dev"]["dev"])

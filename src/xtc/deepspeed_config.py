@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from xtc.errors import XtcError
-from xtc.models import architecture
+from xtc.arch import architecture
 from xtc.recipe import Recipe
 
 _PRUNING = ("sparse_pruning", "row_pruning", "head_pruning", "channel_pruning")

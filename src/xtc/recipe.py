@@ -355,24 +355,6 @@ class RunConfig(DataArgs, RunArgs):
     def reused(self) -> dict[str, Path]:
         return {k: Path(v) for k, v in (item.split("=", 1) for item in self.reuse)}
 
-    def load_recipe(self) -> "Recipe":
-        """The recipe with ``--set``, ``--deepspeed-config`` and ``--teacher-layers`` applied, validated."""
-        recipe = load_recipe(self.recipe, self.set)
-        if self.deepspeed_config is not None:
-            from xtc.deepspeed_config import recipe_from_deepspeed
-            from xtc.models import model_type
-
-            if self.teacher_layers is not None:
-                raise XtcError("give the layers either with --teacher-layers or in the DeepSpeed config, not both")
-            recipe = recipe_from_deepspeed(self.deepspeed_config, recipe, model_type(self.teacher or self.model))
-        if self.teacher_layers is None:
-            return recipe
-        if not any(s.layers is not None for s in recipe.stages):
-            raise XtcError(f"--teacher-layers: recipe {self.recipe!r} has no layer-reduction stage")
-        stages = [s.model_copy(update={"layers": list(self.teacher_layers)}) if s.layers is not None else s
-                  for s in recipe.stages]
-        return recipe.model_copy(update={"stages": stages})
-
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
                                                         "teacher_layers", "deepspeed_config",

@@ -10,7 +10,7 @@ import copy
 import torch
 
 from xtc.errors import XtcError
-from xtc.models import architecture
+from xtc.arch import architecture
 
 
 def default_teacher_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from xtc import kernels
+from xtc.arch import architecture
 from xtc.errors import XtcError
 from xtc.packed.layout import QUANTIZED_ENCODINGS
 from xtc.packed.read import DECODERS, PackedModel, read_packed
@@ -97,7 +98,7 @@ def load(folder: str | Path):
     """A packed model folder -> an inference-only Hugging Face model whose quantized layers stay packed."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from xtc.models import architecture, quiet_transformers
+    from xtc.models import quiet_transformers
 
     packed = read_packed(folder)
     config_dict = dict(packed.header["architecture"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from xtc.models import architecture
+from xtc.arch import architecture
 from xtc.packed.layout import WEIGHTS_FILE, stored_bytes, weight_encoding
 from xtc.quant.config import get_quant_config
 

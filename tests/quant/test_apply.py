@@ -10,7 +10,8 @@ from transformers import AutoModelForSequenceClassification
 from tests.test_models import CONFIGS, tiny_config
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
-from xtc.models import architecture, load_model
+from xtc.arch import architecture
+from xtc.models import load_model
 from xtc.quant.apply import quantize_, quantized_modules, unquantize_
 from xtc.quant.config import LINEAR_ROLES, PRESETS, QuantConfig, QuantRule
 from xtc.quant.modules import Fp16Embedding, Fp16LayerNorm, Fp16Linear, QuantEmbedding, QuantLinear

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from xtc.errors import XtcError
-from xtc.models import ARCHITECTURES
+from xtc.arch import ARCHITECTURES
 from xtc.quant.config import LINEAR_ROLES, PRESETS, QuantConfig, QuantRule, QuantSpec, get_quant_config
 
 

@@ -6,7 +6,7 @@ nn.Embedding modules it matches; the first matching rule wins. Unknown keys and
 bad values fail at construction, naming the field, the value and the choices.
 
 The presets ``w1a8`` / ``w2a8`` are the reference XTC configuration (METHOD.md,
-"What is quantized"), with patterns generated from ``xtc.models.ARCHITECTURES``
+"What is quantized"), with patterns generated from ``xtc.arch.ARCHITECTURES``
 so that they fit every supported architecture.
 
 This module imports no torch, so configs can be validated cheaply (CLI).
@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from xtc.errors import XtcError, format_validation_error
-from xtc.models import ARCHITECTURES
+from xtc.arch import ARCHITECTURES
 
 Granularity = Literal["tensor", "row", "group"]
 ActMode = Literal["dynamic", "static"]
