@@ -121,7 +121,6 @@ def main() -> None:
     parser.add_argument("--no-commit", action="store_true")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results = {t: c for t, c in results.items() if isinstance(c, dict) and "command" not in c}  # the grid only
     todo = [(t, lr, e) for t in args.tasks for e in EPOCHS[t] for lr in LRS
             if cell_name(lr, e) not in results.get(t, {})]
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -160,10 +160,10 @@ def _rebuild_quantization(model, folder: Path) -> None:
     from safetensors import safe_open
 
     from xtc.quant.apply import quantize_
+    from xtc.quant.config import recorded_quant_config
 
     before = set(model.state_dict())
-    # folders saved before the config recorded `kept` were trained with float32 kept tensors
-    quantize_(model, {"kept": "fp32", **model.config.xtc_quantization})
+    quantize_(model, recorded_quant_config(model.config.xtc_quantization))
     added = [k for k in model.state_dict() if k not in before]
     if not added:
         return

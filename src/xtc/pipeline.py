@@ -14,15 +14,15 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from xtc.arch import architecture
 from xtc.data.augment import augment
-from xtc.deepspeed_config import recipe_from_deepspeed
 from xtc.data.batching import tokenize
 from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
+from xtc.deepspeed_config import recipe_from_deepspeed
 from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
 from xtc.evaluation import dev_sets
-from xtc.arch import architecture
 from xtc.models import load_model, load_tokenizer, model_type
 from xtc.quant.apply import quantize_, unquantize_
 from xtc.quant.config import get_quant_config

@@ -24,7 +24,7 @@ from xtc.arch import architecture
 from xtc.errors import XtcError
 from xtc.packed.layout import QUANTIZED_ENCODINGS
 from xtc.packed.read import DECODERS, PackedModel, read_packed
-from xtc.quant.config import get_quant_config
+from xtc.quant.config import recorded_quant_config
 
 
 class PackedLinear(nn.Module):
@@ -106,7 +106,7 @@ def load(folder: str | Path):
     config = AutoConfig.for_model(**config_dict)
     with torch.device("meta"), quiet_transformers():
         model = AutoModelForSequenceClassification.from_config(config)
-    quant = get_quant_config(packed.header["quantization"])
+    quant = recorded_quant_config(packed.header["quantization"])
     quantized = {name.removesuffix(".weight") for name, e in packed.header["tensors"].items()
                  if e["encoding"] in QUANTIZED_ENCODINGS}
     for name in sorted(quantized):

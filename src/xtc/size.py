@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from xtc.arch import architecture
 from xtc.packed.layout import WEIGHTS_FILE, stored_bytes, weight_encoding
-from xtc.quant.config import get_quant_config
+from xtc.quant.config import recorded_quant_config
 
 GROUPS = ("word embeddings", "other embeddings", "encoder weights", "head", "norms and biases")
 
@@ -23,8 +23,7 @@ def planned_entries(model_dir: Path) -> tuple[dict, dict]:
     """(architecture config, {tensor: header entry}) of a model folder, without loading weights."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     recorded = config.get("xtc_quantization")
-    # as models.load_model rebuilds it: folders saved before `kept` was recorded kept float32 tensors
-    quant = get_quant_config({"kept": "fp32", **recorded}) if recorded else None
+    quant = recorded_quant_config(recorded) if recorded else None
     embeddings = _embedding_modules(config)
     entries = {}
     with safe_open(Path(model_dir) / "model.safetensors", "pt") as f:
@@ -36,6 +35,7 @@ def planned_entries(model_dir: Path) -> tuple[dict, dict]:
             rule = quant.rule_for(module) if quant is not None and name.endswith(".weight") else None
             if rule is not None and rule.weight_bits:
                 acts = None if module in embeddings else rule.act_bits
+                # no packed encoding (xtc export refuses it): counted as float32
                 encoding = weight_encoding(rule.weight_bits, rule.granularity, acts) or "fp32"
                 entries[name] = {"encoding": encoding, "shape": shape, "granularity": rule.granularity,
                                  "group_size": rule.group_size}

@@ -14,6 +14,7 @@ from xtc.packed import bits as packing
 from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, TERNARY_PACKINGS,
                                TOKENIZER_FILES, WEIGHTS_FILE, weight_encoding)
 from xtc.quant.apply import quantized_modules
+from xtc.quant.config import recorded_quant_config
 from xtc.quant.modules import QuantLinear
 from xtc.quant.primitives import weight_codes
 from xtc.rundir import publish
@@ -99,7 +100,7 @@ def export(model, out_dir: str | Path, tokenizer=None, *, ternary: str = "ternar
                        f"and full-precision inputs; {name} has {module.spec.weight_bits}-bit weights "
                        f"({module.spec.granularity}{f', {acts}-bit inputs' if acts else ''}; {len(unstorable)} such "
                        "modules): keep the stage folder (it evaluates as trained) or change its quantization rule")
-    trained_fp16 = model.config.xtc_quantization.get("kept", "fp32") == "fp16"
+    trained_fp16 = recorded_quant_config(model.config.xtc_quantization).kept == "fp16"
     kept = kept or ("fp16" if trained_fp16 else "fp32")
     ruled = [n for n in int8_tensors if n.removesuffix(".weight") in quantized]
     if ruled:

@@ -16,7 +16,7 @@ from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.apply import quantized_modules
-from xtc.quant.modules import FP16_KEPT, QuantEmbedding, QuantLinear
+from xtc.quant.modules import PLAIN_OF_FP16, QuantEmbedding, QuantLinear
 from xtc.quant.primitives import round_fp16
 
 
@@ -45,10 +45,10 @@ def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
                 plain = nn.Embedding(*table.shape, padding_idx=module.padding_idx)
                 plain.weight.copy_(table)
                 model.set_submodule(name, plain)
-            elif type(module) in FP16_KEPT.values():  # kept: fp16: the values it computes with, in a plain module
+            elif type(module) in PLAIN_OF_FP16:  # kept: fp16: the values it computes with, in a plain module
                 for param in module.parameters(recurse=False):
                     param.copy_(round_fp16(param))
-                module.__class__ = type(module).__bases__[0]
+                module.__class__ = PLAIN_OF_FP16[type(module)]
     del model.config.xtc_quantization
     out = Path(out_dir)
     with quiet_transformers():

@@ -24,7 +24,6 @@ QUANTIZED_ENCODINGS = ("binary", "ternary2", "ternary_base3")
 TERNARY_PACKINGS = ("ternary2", "ternary_base3")
 
 
-
 def weight_encoding(bits: int, granularity: str, act_bits: int | None, ternary_packing: str = "ternary2") -> str | None:
     """The encoding that stores a weight trained with ``bits`` (a rule's weight_bits), or None when the
     format has none: 1 bit binary, 2 bits ternary, 8 bits int8_row (one scale per row, weights only:

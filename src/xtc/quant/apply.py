@@ -4,7 +4,7 @@ from torch import nn
 
 from xtc.errors import XtcError
 from xtc.quant.config import QuantConfig, get_quant_config
-from xtc.quant.modules import FP16_KEPT, QuantEmbedding, QuantLinear
+from xtc.quant.modules import FP16_KEPT, PLAIN_OF_FP16, QuantEmbedding, QuantLinear
 
 
 def quantized_modules(model: nn.Module) -> list[tuple[str, QuantLinear | QuantEmbedding]]:
@@ -78,8 +78,8 @@ def unquantize_(model: nn.Module) -> nn.Module:
                                  scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse, device="meta")
             plain.weight = module.weight
             model.set_submodule(name, plain)
-        elif type(module) in FP16_KEPT.values():
-            module.__class__ = type(module).__bases__[0]
+        elif type(module) in PLAIN_OF_FP16:
+            module.__class__ = PLAIN_OF_FP16[type(module)]
     if hasattr(model, "config") and hasattr(model.config, "xtc_quantization"):
         del model.config.xtc_quantization
     return model

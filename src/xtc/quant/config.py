@@ -149,6 +149,12 @@ def _reference(bits: int) -> QuantConfig:
 PRESETS: dict[str, QuantConfig] = {"w1a8": _reference(1), "w2a8": _reference(2)}
 
 
+def recorded_quant_config(recorded: dict) -> QuantConfig:
+    """A config as a saved folder or packed file records it: those written before ``kept`` was recorded
+    were trained with float32 kept tensors."""
+    return get_quant_config({"kept": "fp32", **recorded})
+
+
 def get_quant_config(name_or_config: str | dict | QuantConfig) -> QuantConfig:
     """A preset name (case-insensitive), a dict (e.g. a saved ``model_dump()``) or a QuantConfig -> QuantConfig."""
     if isinstance(name_or_config, QuantConfig):

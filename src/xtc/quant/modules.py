@@ -162,3 +162,4 @@ class Fp16LayerNorm(nn.LayerNorm):
 
 
 FP16_KEPT = {nn.Linear: Fp16Linear, nn.Embedding: Fp16Embedding, nn.LayerNorm: Fp16LayerNorm}
+PLAIN_OF_FP16 = {fp16: plain for plain, fp16 in FP16_KEPT.items()}
