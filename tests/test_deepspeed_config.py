@@ -14,7 +14,7 @@ from xtc.errors import XtcError
 from xtc.models import load_model
 from xtc.quant.config import PRESETS
 from xtc.quant.apply import quantize_, quantized_modules
-from xtc.recipe import load_recipe
+from xtc.recipe_io import load_recipe
 
 MODULES = ["attention.self", "intermediate", "word_embeddings", "output.dense"]
 
@@ -109,9 +109,58 @@ def test_run_with_a_deepspeed_config(tmp_path, glue_dir):
     result = CliRunner().invoke(main, [
         "run", "--recipe", "xtc-w1a8-l3", "--deepspeed-config", ds, "--model", "bert-tiny", "--task", "MRPC",
         "--glue-dir", str(glue_dir), "--out", str(tmp_path / "run"), "--max-train-samples", "32",
-        "--max-eval-samples", "16", "--set", "teacher.max_steps=2", "--set", "quantize.max_steps=2"])
+        "--max-eval-samples", "16", "--set", "teacher.max_steps=2", "--set", "compress.max_steps=2"])
     assert result.exit_code == 0, result.output
     assert "| compress | 1 | W1A8 |" in result.stdout
     bad = CliRunner().invoke(main, ["run", "--recipe", "xtc-w1a8-l3", "--deepspeed-config", str(tmp_path / "no.json"),
                                     "--task", "MRPC", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def test_every_setting_xtc_cannot_honour_is_named_in_one_message(tmp_path):
+    config = ds_config(1, [1, 3, 5])
+    compression = config["compression_training"]
+    compression["weight_quantization"]["shared_parameters"].update(quantize_groups=64, schedule_offset=400)
+    compression["layer_reduction"].update(keep_number_layer=4)
+    config["fp16"].update(enabled=True)
+    with pytest.raises(XtcError, match="4 settings xtc cannot honour") as error:
+        recipe_from_deepspeed(write(tmp_path, config), load_recipe("xtc-w1a8-l3"), "bert")
+    for key in ("quantize_groups", "schedule_offset", "keep_number_layer", "fp16.enabled"):
+        assert key in str(error.value)
+
+
+def test_dry_run_prints_the_mapping_and_checks_it_against_the_model(tmp_path):
+    ds = write(tmp_path, ds_config(1, [1]))
+    args = ["run", "--recipe", "xtc-w1a8-l3", "--deepspeed-config", ds, "--model", "bert-tiny", "--task", "MRPC",
+            "--out", str(tmp_path / "run"), "--dry-run"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "name: compress" in result.stdout and "- 1" in result.stdout and "nothing trained" in result.stdout
+    assert not (tmp_path / "run").exists()
+    # --set names the mapped stages: layer_reduction is not one of them any more
+    result = CliRunner().invoke(main, [*args, "--set", "layer_reduction.epochs=3"])
+    assert result.exit_code == 2 and "no stage 'layer_reduction'; stages: teacher, compress" in result.stderr
+    # layers written for a 12-layer model, static ranges and 4-bit activations: all found before any training
+    config = ds_config(1, [1, 7, 11])
+    config["compression_training"]["activation_quantization"]["shared_parameters"]["range_calibration"] = "static"
+    result = CliRunner().invoke(main, [*args[:4], write(tmp_path, config), *args[5:]])
+    assert result.exit_code == 2
+    assert "teacher layers [1, 7, 11] are not valid for a 2-layer teacher" in result.stderr
+    assert "static activation ranges" in result.stderr and "--fake-quant-only" in result.stderr
+
+
+def test_a_bad_run_fails_before_torch_is_imported(tmp_path):
+    """`xtc run` checks everything first without importing torch or transformers (what takes the seconds):
+    a DeepSpeed config written for a 12-layer model, given a 2-layer one, fails at once."""
+    import subprocess
+    import sys
+
+    ds = write(tmp_path, ds_config(1, [1, 7, 11]))
+    code = ("import sys\nfrom xtc.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('exit', e.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    args = ["run", "--recipe", "xtc-w1a8-l3", "--deepspeed-config", ds, "--model", "bert-tiny", "--task", "MRPC",
+            "--out", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert "teacher layers [1, 7, 11] are not valid for a 2-layer teacher" in result.stderr
+    assert result.stdout.split() == ["exit", "2", "False", "False"]
+    assert not (tmp_path / "run").exists()

@@ -47,6 +47,9 @@ def test_final_table(run_dir):
     assert rows[0].startswith("| stage | layers | W/A bits | dev f1 | dev accuracy | size (MB) | wall time |")
     assert [r.split(" | ")[:3] for r in rows[1:]] == [["| teacher", "2", "FP32"], ["| layer_reduction", "1", "FP32"],
                                                         ["| quantize", "1", "W1A8"]]
+    for row in rows[1:]:  # 4 steps: a stage may predict one class only; the table then says so
+        if "†" in row:
+            assert f"† {row.split(' | ')[0].removeprefix('| ')}: degenerate: every prediction is" in stdout
     sizes = [float(r.split(" | ")[-2]) for r in rows[1:]]
     assert sizes[2] < sizes[1] / 10 < sizes[0] / 10  # 1-bit matrices and 16-bit rest, vs FP32
 
@@ -219,3 +222,16 @@ def test_reuse_a_finished_stage(run_dir, glue_dir, tmp_path):
     bad = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
               "--out", tmp_path / "bad", *TINY, "--reuse", f"nosuch={teacher / 'layer_reduction'}")
     assert bad.exit_code == 2 and "has no distill stage 'nosuch'" in bad.stderr
+
+
+def test_degenerate_stages_are_marked_in_the_table():
+    from xtc.pipeline import format_table
+
+    dev = {"dev": {"f1": 0.81, "accuracy": 0.68, "score": 0.745}}
+    rows = [{"stage": "teacher", "layers": 2, "bits": "FP32", "dev": dev, "size_mb": 17.5, "wall_time_s": 60},
+            {"stage": "quantize", "layers": 1, "bits": "W1A8", "dev": dev, "size_mb": 0.5, "wall_time_s": 30,
+             "degenerate": "every prediction is 'equivalent' (one class)"}]
+    table = format_table(rows, get_task("MRPC")).splitlines()
+    assert table[2] == "| teacher | 2 | FP32 | 81.00 | 68.00 | 17.50 | 1.0 min |"
+    assert table[3] == "| quantize | 1 | W1A8 | 81.00 † | 68.00 † | 0.50 | 0.5 min |"
+    assert table[4] == "† quantize: degenerate: every prediction is 'equivalent' (one class) on dev; train longer or check the data"

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written (in a scratch folder)."""
+"""The README: its Python examples run as written (in a scratch folder), its synopses list every flag."""
 
 import re
 from pathlib import Path
@@ -37,3 +37,26 @@ def test_compress_names_a_bad_setting(tmp_path):
 
     with pytest.raises(xtc.XtcError, match="max.train.samples"):
         xtc.compress("bert-tiny", "MRPC", tmp_path / "o", max_train_samples=-1)
+
+
+def test_every_flag_of_every_command_is_in_its_readme_synopsis():
+    """The README's synopses (lines of its code blocks that start with `xtc COMMAND`, and their
+    continuation lines) list every flag the command takes."""
+    from xtc.cli import main
+
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    synopsis: dict[str, str] = {}
+    for block in blocks:
+        command = None
+        for line in block.splitlines():
+            match = re.match(r"xtc (\w+)\b", line)
+            if match:
+                command = match.group(1)
+            elif not line.startswith(" "):
+                command = None
+            if command:
+                synopsis[command] = synopsis.get(command, "") + " " + line
+    for name, command in main.commands.items():
+        flags = {max(p.opts, key=len) for p in command.params if p.param_type_name == "option"}
+        missing = sorted(f for f in flags if not re.search(re.escape(f) + r"\b", synopsis.get(name, "")))
+        assert missing == [], f"README synopsis of xtc {name} lacks {missing}"

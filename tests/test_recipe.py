@@ -3,7 +3,7 @@
 import pytest
 
 from xtc.errors import XtcError
-from xtc.recipe import load_recipe, preset_names
+from xtc.recipe_io import load_recipe, preset_names
 
 
 def test_presets_ship_and_validate():
@@ -72,7 +72,7 @@ def test_bad_files(tmp_path):
 
 
 def test_teacher_layers_flag():
-    from xtc.pipeline import resolve_recipe
+    from xtc.preflight import resolve_recipe
     from xtc.recipe import RunConfig
 
     config = RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="0,2,5")

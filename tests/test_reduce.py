@@ -8,7 +8,8 @@ from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.arch import architecture
 from xtc.models import load_model
-from xtc.reduce import default_teacher_layers, reduce_layers
+from xtc.layer_choice import default_teacher_layers
+from xtc.reduce import reduce_layers
 
 
 @pytest.mark.parametrize("n,k,expected", [(12, 6, [1, 3, 5, 7, 9, 11]), (6, 3, [1, 3, 5]), (6, 2, [2, 5]),

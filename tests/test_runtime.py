@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from xtc.cli import main
 from xtc.data.tasks import get_task
 from xtc.models import load_model, load_tokenizer
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.quant.apply import quantize_
 from xtc.runtime import PackedEmbedding, PackedLinear, load
 
@@ -113,6 +113,27 @@ def test_predict_command(trained_like, tmp_path):
     both = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--text", "a", "--input", str(tmp_path / "in.tsv")])
     assert both.exit_code == 2 and both.stderr.strip() == (
         "xtc: error: give the examples either with --text (and --text-pair) or with --input, not both")
-    (tmp_path / "bad.tsv").write_text("one\ttwo\tthree\n")
-    bad = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--input", str(tmp_path / "bad.tsv")])
-    assert bad.exit_code == 2 and "expected every line to hold 1 or 2 tab-separated texts, found [3]" in bad.stderr
+    none = runner.invoke(main, ["predict", str(tmp_path / "packed")])
+    assert none.exit_code == 2 and "no examples: give them with --text" in none.stderr
+    for content, message in [("one\ttwo\tthree\n", ":1: expected 1 or 2 tab-separated texts, found 3"),
+                             ("a\tb\nc\n", ":2: expected 2 (as on the first line) tab-separated texts, found 1"),
+                             ("", "the file is empty"),
+                             ("caf\xe9 au lait\tun caf\xe9\n".encode("latin-1"), ":1: not UTF-8 (byte 0xe9")]:
+        path = tmp_path / "bad.tsv"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        bad = runner.invoke(main, ["predict", str(tmp_path / "packed"), "--input", str(path)])
+        assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, bad.output
+
+
+def test_packed_models_know_their_task(trained_like, tmp_path, glue_dir):
+    """The MRPC model refuses single texts and another task's dev set, with the fix in the message."""
+    packed = tmp_path / "packed"
+    export(quantize_(copy.deepcopy(trained_like), "w1a8"), packed, load_tokenizer("bert-tiny"))
+    runner = CliRunner()
+    single = runner.invoke(main, ["predict", str(packed), "--text", "A man plays."])
+    assert single.exit_code == 2 and "trained on MRPC, which scores pairs of texts: give a --text-pair" in single.stderr
+    other = runner.invoke(main, ["eval", str(packed), "--task", "RTE", "--glue-dir", str(glue_dir)])
+    assert other.exit_code == 2 and "was trained on MRPC, not RTE" in other.stderr and "--task-mismatch-ok" in other.stderr
+    anyway = runner.invoke(main, ["eval", str(packed), "--task", "RTE", "--glue-dir", str(glue_dir),
+                                  "--max-eval-samples", "16", "--task-mismatch-ok", "--json"])
+    assert anyway.exit_code == 0, anyway.output

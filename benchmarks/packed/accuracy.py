@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from xtc.evaluation import evaluate
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.packed.layout import WEIGHTS_FILE
 from xtc.recipe import EvalConfig
 

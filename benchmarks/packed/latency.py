@@ -29,7 +29,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from xtc import kernels
 from xtc.models import resolve_model
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.quant.apply import quantize_
 from xtc.reduce import reduce_layers
 from xtc.runtime import load

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from xtc.models import resolve_model
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.packed.layout import WEIGHTS_FILE
 from xtc.quant.apply import quantize_
 from xtc.quant.config import PRESETS

@@ -6,7 +6,7 @@ or transformers until a function that needs them is used).
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+from xtc.provenance import VERSION as __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -21,7 +21,7 @@ _EXPORTS = {
     "EvalConfig": "xtc.recipe",
     "RunConfig": "xtc.recipe",
     "Recipe": "xtc.recipe",
-    "load_recipe": "xtc.recipe",
+    "load_recipe": "xtc.recipe_io",
     "finetune": "xtc.train",
     "evaluate": "xtc.evaluation",
     "run_recipe": "xtc.pipeline",
@@ -32,7 +32,7 @@ _EXPORTS = {
     "QuantRule": "xtc.quant.config",
     "reduce_layers": "xtc.reduce",
     "DistillationLoss": "xtc.distill",
-    "export": "xtc.packed.export",
+    "export": "xtc.compression",
     "load": "xtc.runtime",
     "size_report": "xtc.size",
 }

@@ -12,9 +12,10 @@ import typing
 from pathlib import Path
 
 import click
+import yaml
 from pydantic import BaseModel, ValidationError
 
-from xtc import __version__
+from xtc.provenance import VERSION
 from xtc.errors import XtcError, format_validation_error
 from xtc.recipe import EvalConfig, ExportConfig, FinetuneConfig, PredictConfig, RunConfig, SizeConfig
 
@@ -87,7 +88,7 @@ class XtcGroup(click.Group):
 
 
 @click.group(cls=XtcGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="xtc")
+@click.version_option(VERSION, prog_name="xtc")
 def main():
     """xtc: extreme compression of BERT-family encoders (XTC, NeurIPS 2022)."""
 
@@ -134,9 +135,9 @@ def relaunch_in_processes(command: str, config: BaseModel, values: dict) -> bool
 @config_options(FinetuneConfig)
 def finetune(**values):
     """Fine-tune a full-precision teacher on a GLUE task."""
+    config = build_config(FinetuneConfig, values)
     from xtc.train import finetune as run
 
-    config = build_config(FinetuneConfig, values)
     if relaunch_in_processes("finetune", config, values):
         return
     metrics = run(config)
@@ -144,6 +145,8 @@ def finetune(**values):
         return
     click.echo(f"{metrics['task']} best dev (step {metrics['best_step']}, {metrics['wall_time_s']:.0f} s):")
     click.echo(_format_metrics(metrics["dev"]))
+    if metrics.get("degenerate"):
+        click.echo(f"warning: degenerate: {metrics['degenerate']} on dev; train longer or check the data", err=True)
     click.echo(f"model folder: {config.out}")
 
 
@@ -152,9 +155,10 @@ def finetune(**values):
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as JSON")
 def eval_(as_json: bool, **values):
     """Score a fine-tuned model folder on a GLUE split."""
+    config = build_config(EvalConfig, values)  # bad flags fail before the imports below (seconds)
     from xtc.evaluation import evaluate
 
-    results = evaluate(build_config(EvalConfig, values))
+    results = evaluate(config)
     click.echo(json.dumps(results, indent=2) if as_json else _format_metrics(results))
 
 
@@ -163,11 +167,19 @@ def eval_(as_json: bool, **values):
 def run(**values):
     """Run a recipe: teacher -> layer-reduced student -> 1-/2-bit student, one KD stage each."""
     from xtc.data.tasks import get_task
-    from xtc.pipeline import format_table, run_recipe
+    from xtc.preflight import check_run
 
     config = build_config(RunConfig, values)
+    recipe = check_run(config)  # every problem found before any work, in well under a second
+    if config.dry_run:
+        click.echo(yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False).rstrip())
+        click.echo(f"# {len(recipe.stages)} stages checked against {config.teacher or config.model}; nothing trained "
+                   "(--dry-run)")
+        return
     if relaunch_in_processes("run", config, values):
         return
+    from xtc.pipeline import format_table, run_recipe
+
     rows = run_recipe(config)
     if not _is_main_process():
         return
@@ -179,18 +191,18 @@ def run(**values):
 @config_options(ExportConfig, positional=("model",))
 def export(**values):
     """Write a quantized model as a packed file (1-/2-bit weights, nothing pickled) or a plain HF checkpoint."""
-    from xtc.packed.export import export as write
+    config = build_config(ExportConfig, values)
+    from xtc.compression import export as write
     from xtc.size import size_report
 
-    config = build_config(ExportConfig, values)
     if config.format == "hf":
-        from xtc.packed.hf_export import export_hf
+        from xtc.hf_export import export_hf
 
         out = export_hf(config.model, config.out)
         click.echo(f"wrote {out}: a dequantized transformers checkpoint (AutoModelForSequenceClassification loads it)")
         return
     if config.format == "onnx":
-        from xtc.packed.hf_export import export_onnx
+        from xtc.hf_export import export_onnx
 
         out = export_onnx(config.model, config.out)
         click.echo(f"wrote {out / 'model.onnx'}: the dequantized model for ONNX Runtime")
@@ -223,11 +235,12 @@ def size(as_json: bool, **values):
 @click.option("--json", "as_json", is_flag=True, help="print JSON lines instead of TSV")
 def predict_(as_json: bool, **values):
     """Labels and scores for raw text: --text (and --text-pair), or --input FILE.tsv."""
-    from xtc.predict import predict, read_inputs
+    from xtc.text import read_inputs
 
     config = build_config(PredictConfig, values)
     examples = (read_inputs(config.input) if config.input is not None
                 else list(zip(config.text, config.text_pair)) if config.text_pair else [(t,) for t in config.text])
+    from xtc.predict import predict  # after every input check: its imports take seconds
     for example, result in zip(examples, predict(config.model, examples, config.batch_size, config.max_seq_length)):
         if as_json:
             click.echo(json.dumps({"text": example, **result}))

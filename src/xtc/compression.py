@@ -1,4 +1,5 @@
-"""``xtc.compress``: a whole recipe in one call, for notebooks and scripts (what `xtc run` does, plus export)."""
+"""The one-call API for notebooks and scripts: ``xtc.compress`` (what `xtc run` does, plus export) and
+``xtc.export`` (a stage folder or an in-memory model to a packed folder)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ def compress(model: str, task: str, out: str | Path, recipe: str = "xtc-w1a8-l3"
     from pydantic import ValidationError
 
     from xtc.errors import format_validation_error
-    from xtc.packed.export import export as export_packed
+    from xtc.packed.export import write_packed
     from xtc.pipeline import run_recipe
 
     sets = tuple(f"{key}={value}" for key, value in (overrides or {}).items())
@@ -46,5 +47,27 @@ def compress(model: str, task: str, out: str | Path, recipe: str = "xtc-w1a8-l3"
     model_dir = Path(out) / rows[-1]["stage"]
     packed_dir = None
     if export and (model_dir / "config.json").is_file() and rows[-1]["bits"] != "FP32":
-        packed_dir = export_packed(model_dir, Path(out) / "packed")
+        stage_model, tokenizer = _stage_model(model_dir)
+        packed_dir = write_packed(stage_model, Path(out) / "packed", tokenizer)
     return CompressResult(stages=rows, model_dir=model_dir, packed_dir=packed_dir)
+
+
+def export(model, out_dir: str | Path, tokenizer=None, **options) -> Path:
+    """Write a quantized model packed into ``out_dir`` (SPEC.md): a stage folder of `xtc run` (its
+    tokenizer comes with it) or an in-memory model quantized with ``quantize_`` and its ``tokenizer``.
+    ``options``: ``ternary``, ``int8_tensors``, ``kept`` (``xtc.packed.export.write_packed``)."""
+    from xtc.packed.export import write_packed
+
+    if isinstance(model, (str, Path)):
+        model, stage_tokenizer = _stage_model(model)
+        tokenizer = tokenizer or stage_tokenizer
+    if tokenizer is None:
+        raise XtcError("export of an in-memory model needs its tokenizer")
+    return write_packed(model, out_dir, tokenizer, **options)
+
+
+def _stage_model(folder: str | Path) -> tuple:
+    """(model, tokenizer) of a stage folder."""
+    from xtc.models import load_model, load_tokenizer
+
+    return load_model(folder)[0], load_tokenizer(folder)

@@ -1,4 +1,4 @@
-"""Knowledge distillation: XTC's one-stage loss (METHOD.md), term by term.
+"""Knowledge distillation: XTC's one-stage loss (XTC paper, arXiv:2206.01859), term by term.
 
     L = w_logit * KL(teacher_logits / T || student_logits / T)       (MSE for regression)
       + w_att   * sum_l MSE(att_s[l], att_t[m(l)])   over real (query, key) pairs, pre-softmax

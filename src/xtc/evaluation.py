@@ -5,24 +5,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from xtc.data.batching import make_loader, tokenize
 from xtc.data.glue import load_examples
-from xtc.data.metrics import compute_metrics
+from xtc.data.metrics import compute_metrics, degenerate
 from xtc.data.tasks import GlueTask, get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
 from xtc.packed.layout import WEIGHTS_FILE
 from xtc.recipe import EvalConfig
+from xtc.progress import bar, note
 
 
 @torch.no_grad()
-def predict(model, loader, task: GlueTask, accelerator: Accelerator, desc: str = "eval"):
+def gathered_predictions(model, loader, task: GlueTask, accelerator: Accelerator, desc: str = "eval"):
     """Predictions and labels over a (prepared) loader, gathered across processes."""
     model.eval()
     predictions, labels = [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+    for batch in bar(loader, desc=desc, leave=False, enabled=accelerator.is_local_main_process):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         # logits: (batch, num_labels); regression has num_labels == 1
         pred = logits.squeeze(-1) if task.is_regression else logits.argmax(-1)
@@ -41,19 +41,24 @@ def dev_sets(task: GlueTask, tokenizer, split: str, glue_dir, max_seq_length: in
     }
 
 
-def score(model, tokenizer, task: GlueTask, features: dict[str, list[dict]], batch_size: int, accelerator: Accelerator):
-    """{split: metrics} for each tokenized dev set."""
-    results = {}
+def score(model, tokenizer, task: GlueTask, features: dict[str, list[dict]], batch_size: int,
+          accelerator: Accelerator) -> tuple[dict, dict]:
+    """``({split: metrics}, {split: why its predictions are degenerate})`` for each tokenized dev set."""
+    results, flags = {}, {}
     for split, feats in features.items():
         loader = accelerator.prepare(make_loader(tokenizer, feats, batch_size, shuffle=False))
-        predictions, labels = predict(model, loader, task, accelerator, desc=f"eval {split}")
+        predictions, labels = gathered_predictions(model, loader, task, accelerator, desc=f"eval {split}")
         results[split] = compute_metrics(task, predictions, labels)
-    return results
+        reason = degenerate(task, predictions)
+        if reason:
+            flags[split] = reason
+    return results, flags
 
 
-def load_trained(name: str, task: GlueTask | None = None):
+def load_trained(name: str, task: GlueTask | None = None, task_mismatch_ok: bool = False):
     """A model with a trained head, ready for inference: a packed folder runs on the low-bit
-    kernels (xtc.runtime), any other folder as its (fake-quant) torch model."""
+    kernels (xtc.runtime), any other folder as its (fake-quant) torch model. A model that records
+    another task than ``task`` is refused unless ``task_mismatch_ok``."""
     if (Path(name) / WEIGHTS_FILE).is_file():
         from xtc.runtime import load
 
@@ -64,15 +69,31 @@ def load_trained(name: str, task: GlueTask | None = None):
             raise XtcError(f"{name!r} has no classification head: fine-tune it first (xtc finetune)")
     if task is not None and model.config.num_labels != task.num_labels:
         raise XtcError(f"{str(name)!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
+    trained_on = recorded_task(model.config)
+    if task is not None and trained_on is not None and trained_on != task and not task_mismatch_ok:
+        raise XtcError(f"{str(name)!r} was trained on {trained_on.name}, not {task.name}: its scores on {task.name} "
+                       f"would measure nothing (pass --task-mismatch-ok to evaluate it anyway)")
     return model.eval()
+
+
+def recorded_task(config) -> GlueTask | None:
+    """The GLUE task a model folder or packed file records (its config's finetuning_task), if any."""
+    try:
+        return get_task(config.finetuning_task) if getattr(config, "finetuning_task", None) else None
+    except XtcError:
+        return None  # fine-tuned on something else than a GLUE task
 
 
 def evaluate(config: EvalConfig) -> dict[str, dict[str, float]]:
     """Metrics of a model folder on a GLUE split: ``{split: {metric: value}}``."""
     task = get_task(config.task)
     tokenizer = load_tokenizer(config.model)
-    model = load_trained(config.model, task)
+    model = load_trained(config.model, task, config.task_mismatch_ok)
     accelerator = Accelerator()
     model = accelerator.prepare(model)
     features = dev_sets(task, tokenizer, config.split, config.glue_dir, config.max_seq_length, config.max_eval_samples)
-    return score(model, tokenizer, task, features, config.batch_size, accelerator)
+    results, flags = score(model, tokenizer, task, features, config.batch_size, accelerator)
+    for split, reason in flags.items():
+        note(f"warning: {config.model} on {task.name} {split}: {reason}: the model has learnt nothing usable",
+             warning=True)
+    return results

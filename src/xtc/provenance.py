@@ -1,7 +1,11 @@
 """Where the running xtc code comes from, for results that say which code made them."""
 
+import importlib.metadata
 import subprocess
 from pathlib import Path
+
+# the installed distribution's version (pyproject.toml is its one source)
+VERSION = importlib.metadata.version("xtc")
 
 
 def source_commit() -> str | None:

@@ -2,29 +2,24 @@
 
 Each field's ``description`` is its ``--help`` text. Unknown keys and bad values
 fail at construction with a message naming the field, the value and the valid
-choices (``format_validation_error``). Recipes are YAML files (or the presets
-shipped in ``xtc/recipes/``) listing stages; any field can be overridden with
-``--set STAGE.FIELD=VALUE``.
+choices (``format_validation_error``). Pure data: reading recipe files and
+presets is ``xtc.recipe_io``'s.
 """
 
-import re
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from xtc.data.tasks import get_task
-from xtc.errors import XtcError, format_validation_error
-from xtc.models import DEFAULT_MODEL
+from xtc.errors import XtcError
+from xtc.schema import Schema
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+DEFAULT_MODEL = "minilm-l6"
 
 
-class DataArgs(_Config):
+class DataArgs(Schema):
     task: str = Field(description="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE or WNLI")
     glue_dir: Path | None = Field(
         None, description="folder in the official GLUE layout (default: $XTC_GLUE_DIR, else the hub)"
@@ -41,7 +36,7 @@ class DataArgs(_Config):
             raise ValueError(str(e)) from None
 
 
-class TrainArgs(_Config):
+class TrainArgs(Schema):
     """Budget and optimizer of one training stage."""
 
     epochs: float = Field(3.0, gt=0, description="training epochs (ignored when --max-steps is set)")
@@ -64,7 +59,7 @@ class TrainArgs(_Config):
                        "scales, the loss and every evaluation stay float32")
 
 
-class RunArgs(_Config):
+class RunArgs(Schema):
     """What every run shares: where it writes, its seed, how much data it reads."""
 
     out: Path = Field(description="output folder")
@@ -92,9 +87,10 @@ class EvalConfig(DataArgs):
     model: str = Field(description="fine-tuned model folder (or hub name)")
     split: str = Field("dev", description="split to score: dev (MNLI: both dev sets), dev_matched, dev_mismatched or train")
     batch_size: int = Field(64, gt=0, description="evaluation batch size")
+    task_mismatch_ok: bool = Field(False, description="evaluate a model that records another task than --task")
 
 
-class DistillArgs(_Config):
+class DistillArgs(Schema):
     """Weights of the distillation loss terms (distill.py); 0 switches a term off."""
 
     logit_weight: float = Field(1.0, ge=0, description="soft cross-entropy on logits (MSE for regression)")
@@ -104,7 +100,7 @@ class DistillArgs(_Config):
     label_weight: float = Field(0.0, ge=0, description="weight of the hard-label task loss (0 in XTC)")
 
 
-class AugmentArgs(_Config):
+class AugmentArgs(Schema):
     """TinyBERT-style augmentation of a distill stage's training data (data/augment.py)."""
 
     copies: int = Field(20, ge=1, description="variants made of each training example")
@@ -171,7 +167,7 @@ class StageConfig(TrainArgs):
         return self
 
 
-class Recipe(_Config):
+class Recipe(Schema):
     """An ordered list of stages; the first fine-tunes the teacher, the others distill from it."""
 
     description: str = Field("", description="what the recipe does")
@@ -199,69 +195,7 @@ class Recipe(_Config):
         raise XtcError(f"recipe has no stage {name!r}; stages: {', '.join(s.name for s in self.stages)}")
 
 
-PRESET_DIR = resources.files("xtc") / "recipes"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
-
-
-def read_yaml(text: str, where: str):
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise XtcError(f"{where}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-
-
-def _apply_override(data: dict, override: str) -> None:
-    """``STAGE.FIELD=VALUE`` (or ``STAGE.distill.FIELD=VALUE``, or ``description=...``); VALUE is YAML."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key:
-        raise XtcError(f"override {override!r} is not of the form STAGE.FIELD=VALUE")
-    value = read_yaml(raw, f"override {override!r}")
-    path = key.split(".")
-    stages = {s.get("name"): s for s in data.get("stages", []) if isinstance(s, dict)}
-    if len(path) == 1:
-        target = data
-    elif path[0] in stages:
-        target = stages[path[0]]
-        for part in path[1:-1]:
-            target = target.setdefault(part, {})
-        path = path[-1:]
-    else:
-        raise XtcError(f"override {override!r}: the recipe has no stage {path[0]!r}; stages: {', '.join(stages)}")
-    target[path[0]] = value
-
-
-def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """A preset name or a YAML file, with ``STAGE.FIELD=VALUE`` overrides, validated."""
-    path = Path(name_or_path)
-    if path.is_file():
-        text, where = path.read_text(), str(path)
-    elif str(name_or_path) in preset_names():
-        text, where = (PRESET_DIR / f"{name_or_path}.yaml").read_text(), f"preset {name_or_path}"
-    else:
-        raise XtcError(f"recipe {str(name_or_path)!r} is neither a file nor a preset; presets: {', '.join(preset_names())}")
-    data = read_yaml(text, where)
-    if not isinstance(data, dict):
-        raise XtcError(f"{where}: a recipe is a mapping with a 'stages' list")
-    for override in overrides:
-        _apply_override(data, override)
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as e:
-        raise XtcError(f"{where}: {_name_stages(format_validation_error(e, flags=False), data)}") from None
-
-
-def _name_stages(message: str, data: dict) -> str:
-    """'stages.2.epochs' -> 'stages.quantize.epochs' in error messages."""
-    names = {str(i): s["name"] for i, s in enumerate(data.get("stages") or []) if isinstance(s, dict) and "name" in s}
-    return re.sub(r"stages\.(\d+)\b", lambda m: f"stages.{names.get(m.group(1), m.group(1))}", message)
-
-
-class ExportConfig(_Config):
+class ExportConfig(Schema):
     """Write a quantized model folder in the packed format (packed/SPEC.md)."""
 
     model: str = Field(description="a quantized model folder (a quantize stage of xtc run)")
@@ -280,13 +214,13 @@ class ExportConfig(_Config):
                                   json_schema_extra={"repeatable": True})
 
 
-class SizeConfig(_Config):
+class SizeConfig(Schema):
     """Print a model's size by tensor group and its ratio to FP32."""
 
     model: str = Field(description="a packed folder, or a model folder (sizes as xtc export would write them)")
 
 
-class PredictConfig(_Config):
+class PredictConfig(Schema):
     """Labels and scores of a trained or packed model on raw text."""
 
     model: str = Field(description="a packed folder or a fine-tuned model folder")
@@ -299,8 +233,10 @@ class PredictConfig(_Config):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if bool(self.text) == (self.input is not None):
+        if self.text and self.input is not None:
             raise ValueError("give the examples either with --text (and --text-pair) or with --input, not both")
+        if not self.text and self.input is None:
+            raise ValueError("no examples: give them with --text (and --text-pair for pairs) or with --input FILE.tsv")
         if self.text_pair and len(self.text_pair) != len(self.text):
             raise ValueError(f"{len(self.text)} --text but {len(self.text_pair)} --text-pair: give one pair per text")
         return self
@@ -343,6 +279,10 @@ class RunConfig(DataArgs, RunArgs):
         (), description="use a finished stage folder instead of training that distill stage: STAGE=DIR (repeatable)",
         json_schema_extra={"repeatable": True},
     )
+    dry_run: bool = Field(False, description="check everything, print the resolved stages (for a DeepSpeed "
+                          "config: what it maps to) and exit without training")
+    fake_quant_only: bool = Field(False, description="train quantization that the packed export and runtime cannot "
+                                  "run (e.g. 4-bit activations, static ranges): evaluated as fake quantization only")
 
     @field_validator("reuse")
     @classmethod
@@ -357,7 +297,7 @@ class RunConfig(DataArgs, RunArgs):
 
     def run_fields(self, recipe: Recipe) -> dict:
         fields = self.model_dump(mode="json", exclude={"overwrite", "glue_dir", "recipe", "set", "out", "tensorboard",
-                                                        "teacher_layers", "deepspeed_config",
-                                                        "num_processes", "teacher_cache_gb",
+                                                        "teacher_layers", "deepspeed_config", "dry_run",
+                                                        "fake_quant_only", "num_processes", "teacher_cache_gb",
                                                         "teacher_cache_dir"})
         return {**fields, "recipe": recipe.model_dump(mode="json")}

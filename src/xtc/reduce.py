@@ -10,17 +10,8 @@ import copy
 import torch
 
 from xtc.errors import XtcError
+from xtc.layer_choice import teacher_layers_problem
 from xtc.arch import architecture
-
-
-def default_teacher_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
-    """Evenly spaced, ending at the last layer: 12 -> 6 gives [1, 3, 5, 7, 9, 11], 6 -> 3 gives [1, 3, 5]."""
-    if not 0 < num_student_layers <= num_teacher_layers:
-        raise XtcError(
-            f"cannot keep {num_student_layers} layers of a {num_teacher_layers}-layer teacher "
-            f"(choose 1 to {num_teacher_layers})"
-        )
-    return [(i + 1) * num_teacher_layers // num_student_layers - 1 for i in range(num_student_layers)]
 
 
 def _layer_source(name: str, prefix: str, teacher_layers: list[int]) -> str:
@@ -40,14 +31,9 @@ def reduce_layers(teacher: torch.nn.Module, teacher_layers: list[int]) -> torch.
     arch = architecture(teacher.config.model_type)
     num_teacher = getattr(teacher.config, arch.num_layers_key)
     teacher_layers = [int(i) for i in teacher_layers]
-    bad = [i for i in teacher_layers if not 0 <= i < num_teacher]
-    if not teacher_layers or bad:
-        raise XtcError(
-            f"teacher layers {teacher_layers} are not valid for a {num_teacher}-layer teacher "
-            f"(0-based indices from 0 to {num_teacher - 1})"
-        )
-    if len(set(teacher_layers)) != len(teacher_layers):
-        raise XtcError(f"teacher layers {teacher_layers} repeat a layer")
+    problem = teacher_layers_problem(teacher_layers, num_teacher)
+    if problem:
+        raise XtcError(problem)
 
     config = copy.deepcopy(teacher.config)
     setattr(config, arch.num_layers_key, len(teacher_layers))

@@ -22,9 +22,8 @@ from torch import nn
 from xtc import kernels
 from xtc.arch import architecture
 from xtc.errors import XtcError
-from xtc.packed.layout import QUANTIZED_ENCODINGS
-from xtc.packed.read import DECODERS, PackedModel, read_packed
-from xtc.quant.config import recorded_quant_config
+from xtc.packed.codecs import LOW_BIT
+from xtc.packed.read import PackedModel, read_packed
 
 
 class PackedLinear(nn.Module):
@@ -40,14 +39,15 @@ class PackedLinear(nn.Module):
         self.out_features, self.in_features = weights.out_features, weights.in_features
 
     @classmethod
-    def from_packed(cls, packed: PackedModel, name: str, act_bits: int | None) -> "PackedLinear":
-        entry = packed.header["tensors"][f"{name}.weight"]
+    def from_packed(cls, packed: PackedModel, name: str) -> "PackedLinear":
+        entry = packed.entry(f"{name}.weight")
         if entry["granularity"] == "group":
             raise XtcError(f"{name}: the runtime runs one scale per matrix or per row, not per group (yet)")
-        if act_bits != 8:
-            raise XtcError(f"{name}: the runtime needs 8-bit activations, the model has {act_bits}")
+        if entry["act_bits"] != 8 or entry["act_mode"] != "dynamic":
+            raise XtcError(f"{name}: the runtime runs 8-bit dynamic activations, the file records "
+                           f"{entry['act_bits']} ({entry['act_mode']})")
         codes = packed.codes(f"{name}.weight")
-        alpha = packed.stored[f"{name}.weight.scale"]
+        alpha = packed.scale(f"{name}.weight")
         bias = packed.dequantized(f"{name}.bias") if f"{name}.bias" in packed.header["tensors"] else None
         return cls(entry["bits"], kernels.prepare(codes, entry["bits"]), alpha, bias)
 
@@ -77,13 +77,13 @@ class PackedEmbedding(nn.Module):
 
     def __init__(self, packed: PackedModel, name: str, padding_idx: int | None):
         super().__init__()
-        entry = packed.header["tensors"][f"{name}.weight"]
+        entry = packed.entry(f"{name}.weight")
         self.num_embeddings, self.embedding_dim = entry["shape"]
         if entry["granularity"] == "group":
             raise XtcError(f"{name}: the runtime runs one scale per table or per row, not per group (yet)")
-        self.decode = DECODERS[entry["encoding"]]
+        self.decode = packed.codec(f"{name}.weight").unpacker
         self.stored = packed.packed_codes(f"{name}.weight")
-        self.scale = packed.stored[f"{name}.weight.scale"]  # (1, 1) or (rows, 1)
+        self.scale = packed.scale(f"{name}.weight")  # (1, 1) or (rows, 1)
         self.padding_idx = padding_idx
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -102,18 +102,21 @@ def load(folder: str | Path):
 
     packed = read_packed(folder)
     config_dict = dict(packed.header["architecture"])
-    architecture(config_dict.get("model_type", "?"))
-    config = AutoConfig.for_model(**config_dict)
-    with torch.device("meta"), quiet_transformers():
-        model = AutoModelForSequenceClassification.from_config(config)
-    quant = recorded_quant_config(packed.header["quantization"])
+    architecture(str(config_dict.get("model_type")))
+    try:
+        config = AutoConfig.for_model(**config_dict)
+        with torch.device("meta"), quiet_transformers():
+            model = AutoModelForSequenceClassification.from_config(config)
+    except Exception as e:  # noqa: BLE001 - transformers' config checks raise several types of their own
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise XtcError(f"{folder}: the header's architecture is not a valid model config: {detail}") from None
+    _check_shapes(packed, model)
     quantized = {name.removesuffix(".weight") for name, e in packed.header["tensors"].items()
-                 if e["encoding"] in QUANTIZED_ENCODINGS}
+                 if e["encoding"] in LOW_BIT}
     for name in sorted(quantized):
         module = model.get_submodule(name)
         if isinstance(module, nn.Linear):
-            rule = quant.rule_for(name)
-            model.set_submodule(name, PackedLinear.from_packed(packed, name, rule.act_bits if rule else None))
+            model.set_submodule(name, PackedLinear.from_packed(packed, name))
         elif isinstance(module, nn.Embedding):
             model.set_submodule(name, PackedEmbedding(packed, name, module.padding_idx))
         else:
@@ -127,7 +130,30 @@ def load(folder: str | Path):
     still_meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if still_meta:
         raise XtcError(f"{folder}: the file lacks tensors {still_meta[:3]}")
+    model.register_forward_hook(_finite_logits(folder))
     return model.eval()
+
+
+def _finite_logits(folder):
+    """A forward hook: logits that overflowed (a file whose values are valid but absurd) are an error,
+    never a NaN prediction."""
+    def check(module, inputs, output):
+        logits = output.logits if hasattr(output, "logits") else output[0]  # return_dict=False: a tuple
+        if not torch.isfinite(logits).all():
+            raise XtcError(f"{folder}: the model computed non-finite logits (its stored values overflow)")
+    return check
+
+
+def _check_shapes(packed: PackedModel, model: nn.Module) -> None:
+    """The header's architecture against its tensors: every tensor is one of the model's, of its shape."""
+    expected = {n: tuple(t.shape) for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    for name, entry in packed.header["tensors"].items():
+        if name not in expected:
+            raise XtcError(f"{packed.folder}: tensor {name} does not belong to a {model.config.model_type} model "
+                           "of the header's architecture")
+        if tuple(entry["shape"]) != expected[name]:
+            raise XtcError(f"{packed.folder}: tensor {name} is {entry['shape']}, but the header's architecture "
+                           f"makes it {list(expected[name])}")
 
 
 def _is_packed_bias(name: str, quantized: set[str]) -> bool:

@@ -1,9 +1,10 @@
 """Model sizes by tensor group, in the packed format's accounting (packed/SPEC.md).
 
 For a packed folder the sizes are those of its header. For a model folder
-(a stage of ``xtc run``) they are what ``xtc export`` would write: a
-quantized model's quantized weights in 1-bit or 2-bit codes plus FP32 scales and
-every other tensor in float16; a full-precision model as stored (FP32).
+(a stage of ``xtc run``) they are what ``xtc export`` would write: the quantized
+weights in their codes plus FP32 scales and every other tensor as the config's
+``kept`` says; a full-precision model as stored (FP32). A quantized model that
+xtc export cannot write is refused with the export's reason.
 """
 
 import json
@@ -13,7 +14,9 @@ from pathlib import Path
 from safetensors import safe_open
 
 from xtc.arch import architecture
-from xtc.packed.layout import WEIGHTS_FILE, stored_bytes, weight_encoding
+from xtc.errors import XtcError
+from xtc.packed.codecs import stored_bytes, unstorable, weight_encoding
+from xtc.packed.layout import WEIGHTS_FILE
 from xtc.quant.config import recorded_quant_config
 
 GROUPS = ("word embeddings", "other embeddings", "encoder weights", "head", "norms and biases")
@@ -34,11 +37,12 @@ def planned_entries(model_dir: Path) -> tuple[dict, dict]:
             module = name.removesuffix(".weight")
             rule = quant.rule_for(module) if quant is not None and name.endswith(".weight") else None
             if rule is not None and rule.weight_bits:
+                problem = unstorable(rule, linear=module not in embeddings)
+                if problem:
+                    raise XtcError(f"{model_dir}: xtc export cannot write {module}: {problem}")
                 acts = None if module in embeddings else rule.act_bits
-                # no packed encoding (xtc export refuses it): counted as float32
-                encoding = weight_encoding(rule.weight_bits, rule.granularity, acts) or "fp32"
-                entries[name] = {"encoding": encoding, "shape": shape, "granularity": rule.granularity,
-                                 "group_size": rule.group_size}
+                entries[name] = {"encoding": weight_encoding(rule.weight_bits, rule.granularity, acts),
+                                 "shape": shape, "granularity": rule.granularity, "group_size": rule.group_size}
             else:
                 entries[name] = {"encoding": quant.kept if quant else "fp32", "shape": shape}
     return config, entries

@@ -31,11 +31,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
-import xtc
+from xtc.provenance import VERSION
 from xtc.distill import DistillationLoss
+from xtc.progress import bar
 
 STORE_FORMAT = 1
 
@@ -74,7 +74,7 @@ class TeacherCache:
         """(teacher outputs, lengths) per batch of ``ordered``, in order."""
         device = next(self.teacher.parameters()).device
         collate = DataCollatorWithPadding(self.tokenizer)  # not a DataLoader: its iterator draws from torch's RNG
-        for start in tqdm(range(0, len(ordered), self.batch_size), desc="teacher outputs", leave=False):
+        for start in bar(range(0, len(ordered), self.batch_size), desc="teacher outputs", leave=False):
             batch = collate(ordered[start:start + self.batch_size])
             inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             yield self._run_teacher(inputs), inputs["attention_mask"].sum(1).tolist()
@@ -151,7 +151,7 @@ class TeacherCache:
                 row += 1
         for array in arrays.values():
             array.flush()
-        meta = {"format": STORE_FORMAT, "xtc": xtc.__version__, "arrays": {k: list(v) for k, v in shapes.items()}}
+        meta = {"format": STORE_FORMAT, "xtc": VERSION, "arrays": {k: list(v) for k, v in shapes.items()}}
         (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             tmp.rename(folder)  # whole or not at all; another process may have written the same one meanwhile

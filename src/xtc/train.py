@@ -19,15 +19,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-import xtc
+from xtc.provenance import VERSION
 from xtc.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from xtc.data.batching import make_loader, tokenize
 from xtc.data.glue import load_examples
@@ -37,6 +37,7 @@ from xtc.evaluation import dev_sets, score
 from xtc.models import load_model, load_tokenizer, quiet_transformers
 from xtc.recipe import FinetuneConfig, TrainArgs
 from xtc.rundir import LOG_FILE, METRICS_FILE, JsonlLog, prepare_run_dir, publish, write_json
+from xtc.progress import bar, note
 
 CHECKPOINT_DIR = "checkpoint"
 LossFn = Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]]
@@ -102,6 +103,74 @@ def cross_entropy_loss(model, batch) -> dict[str, torch.Tensor]:
     return {"loss": model(**batch).loss}
 
 
+@dataclass
+class StageState:
+    """Where a stage is: what a checkpoint saves and a resumed stage continues from."""
+
+    step: int = 0
+    best: float | None = None  # headline dev score of the best evaluation so far
+    best_step: int = 0
+    best_dev: dict | None = None  # its results, {split: {metric: value}}
+    last_dev: dict | None = None
+    train_seconds: float = 0.0
+    degenerate: str | None = None  # why the best evaluation's predictions are degenerate (data.metrics)
+
+
+@dataclass
+class _Stage:
+    """The fixed parts of one training stage, and what it does besides optimizer steps."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    task: GlueTask
+    dev_features: dict[str, list[dict]]
+    args: TrainArgs
+    out: Path
+    accelerator: Accelerator
+    name: str
+    steps_per_epoch: int
+    log: JsonlLog
+
+    def evaluate(self, state: StageState) -> None:
+        """Score on dev; a new best is saved as the stage's model folder."""
+        results, flags = score(self.model, self.tokenizer, self.task, self.dev_features, self.args.eval_batch_size,
+                               self.accelerator)
+        improved = state.best is None or headline(results, self.task) > state.best
+        if improved:
+            state.best, state.best_step, state.best_dev = headline(results, self.task), state.step, results
+            state.degenerate = flags.get(self.task.dev_splits[0])
+            save_model_folder(self.model, self.tokenizer, self.out, self.accelerator)
+        state.last_dev = results
+        self.log.write(event="eval", step=state.step, epoch=round(state.step / self.steps_per_epoch, 3),
+                       dev=results, best=improved, **({"degenerate": flags} if flags else {}))
+        self.accelerator.log({f"{split}/{k}": v for split, m in results.items() for k, v in m.items()},
+                             step=state.step)
+        shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[self.task.dev_splits[0]].items() if k != "score")
+        flag = f" [degenerate: {flags[self.task.dev_splits[0]]}]" if self.task.dev_splits[0] in flags else ""
+        if self.accelerator.is_main_process:
+            note(f"{self.name} step {state.step}: dev {shown}{' (best)' if improved else ''}{flag}")
+        self.model.train()
+
+    def log_train(self, step: int, means: dict[str, float], lr: float, steps_bar) -> None:
+        self.log.write(event="train", step=step, lr=lr, **means)
+        self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
+        steps_bar.set_postfix(loss=f"{means['loss']:.4f}")
+
+    def metrics(self, state: StageState, total_steps: int, train_examples: int) -> dict:
+        return {
+            "task": self.task.name,
+            "dev": state.best_dev,
+            "best_step": state.best_step,
+            "last_dev": state.last_dev,
+            "total_steps": total_steps,
+            "epochs": round(total_steps / self.steps_per_epoch, 3),
+            "train_examples": train_examples,
+            "wall_time_s": round(state.train_seconds, 1),
+            "xtc_version": VERSION,
+            **({"degenerate": state.degenerate} if state.degenerate else {}),
+        }
+
+
 def train_stage(
     *,
     model: torch.nn.Module,
@@ -132,104 +201,83 @@ def train_stage(
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, fused=fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-
     accelerator.init_trackers(name.replace(" ", "_"))
-    state = {"step": 0, "best": None, "best_step": 0, "best_dev": None, "last_dev": None, "train_seconds": 0.0}
-    log = JsonlLog(out / LOG_FILE, enabled=accelerator.is_main_process)
+    stage = _Stage(model, tokenizer, task, dev_features, args, out, accelerator, name, steps_per_epoch,
+                   JsonlLog(out / LOG_FILE, enabled=accelerator.is_main_process))
+    state = StageState()
     checkpoint = find_checkpoint(out / CHECKPOINT_DIR)
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
-        log.write(event="resume", step=state["step"])
+        state = StageState(**load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler))
+        stage.log.write(event="resume", step=state.step)
         if accelerator.is_main_process:
-            tqdm.write(f"{name}: resuming at step {state['step']} of {total_steps}")
+            note(f"{name}: resuming at step {state.step} of {total_steps}")
     else:
         set_seed(seed)
-        log.write(event="start", stage=name, task=task.name, train_examples=len(train_features),
-                  total_steps=total_steps, steps_per_epoch=steps_per_epoch, xtc_version=xtc.__version__)
+        stage.log.write(event="start", stage=name, task=task.name, train_examples=len(train_features),
+                        total_steps=total_steps, steps_per_epoch=steps_per_epoch, xtc_version=VERSION)
 
-    def evaluate_now():
-        results = score(model, tokenizer, task, dev_features, args.eval_batch_size, accelerator)
-        improved = state["best"] is None or headline(results, task) > state["best"]
-        if improved:
-            state.update(best=headline(results, task), best_step=state["step"], best_dev=results)
-            save_model_folder(model, tokenizer, out, accelerator)
-        state["last_dev"] = results
-        log.write(event="eval", step=state["step"], epoch=round(state["step"] / steps_per_epoch, 3),
-                  dev=results, best=improved)
-        accelerator.log({f"{split}/{k}": v for split, m in results.items() for k, v in m.items()}, step=state["step"])
-        shown = ", ".join(f"{k} {v * 100:.2f}" for k, v in results[task.dev_splits[0]].items() if k != "score")
-        if accelerator.is_main_process:
-            tqdm.write(f"{name} step {state['step']}: dev {shown}{' (best)' if improved else ''}")
-        model.train()
-
-    bar = tqdm(total=total_steps, initial=state["step"], desc=name, disable=not accelerator.is_local_main_process)
-    running, count = {}, 0
+    steps_bar = bar(total=total_steps, initial=state.step, desc=name, enabled=accelerator.is_local_main_process)
+    running, count = {}, 0  # loss terms summed since the last log line
     segment_start = time.perf_counter()
     model.train()
-    while state["step"] < total_steps:
-        epoch, offset = divmod(state["step"], steps_per_epoch)
+    while state.step < total_steps:
+        epoch, offset = divmod(state.step, steps_per_epoch)
         loader = accelerator.prepare(make_loader(tokenizer, train_features, args.batch_size, shuffle=True,
                                                  seed=seed * 1000 + epoch, group_by_length=args.group_by_length))
         if offset:
             loader = accelerator.skip_first_batches(loader, offset)
-        step_before = state["step"]
+        step_before, epoch_start = state.step, time.perf_counter()
         for batch in loader:
             with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 terms = loss_fn(model, batch)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise XtcError(f"{name}: loss became {loss.item()} at step {state['step']}; lower the learning rate "
-                               f"(the best checkpoint so far and the last resumable one are kept in {out})")
-            accelerator.backward(loss)
+            if not torch.isfinite(terms["loss"]):
+                raise XtcError(f"{name}: loss became {terms['loss'].item()} at step {state.step}; lower the learning "
+                               f"rate (the best checkpoint so far and the last resumable one are kept in {out})")
+            accelerator.backward(terms["loss"])
             accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            state["step"] += 1
-            step = state["step"]
+            state.step += 1
+            step = state.step
             for key, value in terms.items():
                 running[key] = running.get(key, 0.0) + value.item()
             count += 1
-            bar.update(1)
+            steps_bar.update(1)
+            if steps_bar.disable and accelerator.is_local_main_process and step % max(1, total_steps // 20) == 0:
+                rate = (step - step_before) / max(time.perf_counter() - epoch_start, 1e-9)
+                note(f"{name}: step {step}/{total_steps} ({100 * step // total_steps}%), "
+                     f"loss {terms['loss'].item():.4f}, {rate:.2f} steps/s")  # a log: plain lines, no bar
             if step % args.logging_steps == 0:
-                means = {k: round(v / count, 6) for k, v in running.items()}
-                log.write(event="train", step=step, lr=scheduler.get_last_lr()[0], **means)
-                accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
-                bar.set_postfix(loss=f"{means['loss']:.4f}")
+                stage.log_train(step, {k: round(v / count, 6) for k, v in running.items()},
+                                scheduler.get_last_lr()[0], steps_bar)
                 running, count = {}, 0
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            if end_of_epoch or (args.eval_steps and step % args.eval_steps == 0):
-                evaluate_now()
+            if step % steps_per_epoch == 0 or step == total_steps or (args.eval_steps and step % args.eval_steps == 0):
+                stage.evaluate(state)
             if step % args.checkpoint_steps == 0 and step < total_steps and accelerator.is_main_process:
                 now = time.perf_counter()
-                state["train_seconds"] += now - segment_start
+                state.train_seconds += now - segment_start
                 segment_start = now
                 save_checkpoint(out / CHECKPOINT_DIR, accelerator.unwrap_model(model), optimizer, scheduler,
-                                dict(state))
+                                asdict(state))
             if step >= total_steps:
                 break
-        assert state["step"] > step_before, f"epoch {epoch} yielded no batch after step {step_before}"
-    bar.close()
-    state["train_seconds"] += time.perf_counter() - segment_start
+        assert state.step > step_before, f"epoch {epoch} yielded no batch after step {step_before}"
+    steps_bar.close()
+    state.train_seconds += time.perf_counter() - segment_start
+    return _finish(stage, stage.metrics(state, total_steps, len(train_features)))
 
-    metrics = {
-        "task": task.name,
-        "dev": state["best_dev"],
-        "best_step": state["best_step"],
-        "last_dev": state["last_dev"],
-        "total_steps": total_steps,
-        "epochs": round(total_steps / steps_per_epoch, 3),
-        "train_examples": len(train_features),
-        "wall_time_s": round(state["train_seconds"], 1),
-        "xtc_version": xtc.__version__,
-    }
-    log.write(event="end", best_step=state["best_step"], wall_time_s=metrics["wall_time_s"])
-    log.close()
+
+def _finish(stage: _Stage, metrics: dict) -> dict:
+    """Close the logs, write metrics.json and drop the resumable checkpoint."""
+    stage.log.write(event="end", best_step=metrics["best_step"], wall_time_s=metrics["wall_time_s"])
+    stage.log.close()
+    accelerator = stage.accelerator
     for tracker in accelerator.trackers:  # not end_training(): that also ends the process group the next stage uses
         tracker.finish()
     if accelerator.is_main_process:
-        write_json(out / METRICS_FILE, metrics)
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        write_json(stage.out / METRICS_FILE, metrics)
+        shutil.rmtree(stage.out / CHECKPOINT_DIR, ignore_errors=True)
     accelerator.wait_for_everyone()  # the next stage may read this one's folder
     return metrics
 
@@ -243,13 +291,13 @@ def finetune(config: FinetuneConfig) -> dict:
     with accelerator.main_process_first():  # one process prepares the folder, the others then check it
         finished = prepare_run_dir(out, config.run_fields(), config.overwrite)
     if finished:
-        tqdm.write(f"{out} already holds this finished run; not training again (use --overwrite to redo it)")
+        note(f"{out} already holds this finished run; not training again (use --overwrite to redo it)")
         return json.loads((out / METRICS_FILE).read_text())
     set_seed(config.seed)  # the new head's initialisation
     tokenizer = load_tokenizer(config.model)
     model, new_head = load_model(config.model, task)
     if new_head:
-        tqdm.write(f"{config.model}: new {task.num_labels}-output head for {task.name}")
+        note(f"{config.model}: new {task.num_labels}-output head for {task.name}")
     train = load_examples(task, "train", config.glue_dir, config.max_train_samples)
     metrics = train_stage(
         model=model, loss_fn=cross_entropy_loss, args=config, seed=config.seed, task=task, tokenizer=tokenizer,

@@ -7,6 +7,7 @@ import pytest
 from xtc.data.glue import load_examples, read_tsv
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
+from xtc.recipe_io import load_recipe
 
 # Official GLUE row counts (train, dev) of the tasks present offline.
 OFFICIAL_COUNTS = {
@@ -131,3 +132,16 @@ def test_missing_folder_and_files(glue_dir, tmp_path):
 def test_hub_unreachable_is_one_clear_error():
     with pytest.raises(XtcError, match="could not load GLUE RTE from the hub.*--glue-dir"):
         load_examples(get_task("RTE"), "dev")
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_encoding(glue_dir, tmp_path):
+    lines = (glue_dir / "RTE" / "dev.tsv").read_text().splitlines(keepends=True)[:6]
+    lines[4] = lines[4].replace("a", "\u00e9", 1)  # a latin-1 byte on the 5th line
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "dev.tsv").write_bytes("".join(lines).encode("latin-1", errors="replace"))
+    with pytest.raises(XtcError, match=r"RTE/dev.tsv:5: not UTF-8 \(byte 0xe9; it looks like"):
+        load_examples(get_task("RTE"), "dev", tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes("description: caf\u00e9\nstages: []\n".encode("cp1252"))
+    with pytest.raises(XtcError, match=r"recipe.yaml:1: not UTF-8 \(byte 0xe9"):
+        load_recipe(recipe)

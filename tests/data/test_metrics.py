@@ -39,3 +39,13 @@ def test_stsb_pearson_spearman():
 
 def test_mnli_three_classes():
     assert compute_metrics(get_task("MNLI"), [0, 1, 2, 2], [0, 1, 2, 1])["accuracy"] == 0.75
+
+
+def test_degenerate_predictions_are_named():
+    from xtc.data.metrics import degenerate
+
+    rte, stsb = get_task("RTE"), get_task("STS-B")
+    assert degenerate(rte, [1, 1, 1, 1]) == "every prediction is 'not_entailment' (one class)"
+    assert degenerate(rte, [1, 0, 1, 1]) is None
+    assert degenerate(stsb, [2.5, 2.5, 2.5]) == "every prediction is 2.5 (no variance)"
+    assert degenerate(stsb, [2.5, 2.6, 2.5]) is None

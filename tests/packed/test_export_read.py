@@ -1,8 +1,10 @@
 """Export of a quantized bert-tiny, read back: exact quantized weights, validation of bad files."""
 
 import copy
+import hashlib
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -12,13 +14,28 @@ from safetensors.numpy import save_file
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.packed.layout import WEIGHTS_FILE
 from xtc.packed.read import read_packed
 from xtc.quant.apply import quantize_, quantized_modules
 from xtc.quant.config import QuantConfig, QuantRule
 from xtc.quant.modules import QuantLinear
 from xtc.quant.primitives import round_fp16
+from xtc.runtime import load
+from xtc.size import size_report
+
+
+def sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def rewrite(folder, packed, stored=None, header=None, version="2"):
+    """Write ``packed``'s file again with other tensors or header (digests of the given tensors kept valid)."""
+    stored = dict(packed.stored) if stored is None else stored
+    header = dict(packed.header if header is None else header)
+    header["tensor_sha256"] = {k: sha256(v) for k, v in stored.items()}
+    metadata = {"xtc_format": "xtc-packed", "xtc_format_version": version, "xtc_header": json.dumps(header)}
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +70,7 @@ def test_round_trip_is_exact_for_quantized_weights(fp_model, tokenizer, tmp_path
 
 def test_groups_that_do_not_divide_rows(fp_model, tokenizer, tmp_path):
     config = QuantConfig(rules=[QuantRule(pattern=r".*\.(query|intermediate\.dense)", weight_bits=2,
-                                          granularity="group", group_size=48)])
+                                          granularity="group", group_size=48, act_bits=8)])
     model = quantized(fp_model, config)  # 128 and 512 inputs: the last group of each row is shorter
     packed = read_packed(export(model, tmp_path, tokenizer, ternary="ternary_base3"))
     for name, module in quantized_modules(model):
@@ -105,10 +122,43 @@ def test_export_refuses_a_full_precision_model(fp_model, tokenizer, tmp_path):
 def test_export_refuses_weights_wider_than_2_bits(fp_model, tokenizer, tmp_path):
     # 3..8-bit weights train (fake quantization) but have no packed encoding
     config = QuantConfig(rules=[QuantRule(pattern=r".*\.query", weight_bits=4)])
-    with pytest.raises(XtcError, match=r"stores 1- and 2-bit weights, and 8-bit weights with one scale per row and "
-                                       r"full-precision inputs; bert\.encoder\.layer\.0\.attention\.self"
-                                       r"\.query has 4-bit weights \(tensor; 2 such modules\)"):
-        export(quantized(fp_model, config), tmp_path, tokenizer)
+    with pytest.raises(XtcError, match=r"cannot export bert\.encoder\.layer\.0\.attention\.self\.query \(2 such "
+                                       r"modules\): 4-bit weights \(tensor\): the packed format stores 1- and 2-bit "
+                                       r"weights, and 8-bit weights with one scale per row and full-precision inputs"):
+        export(quantized(fp_model, config), tmp_path / "out", tokenizer)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rule, reason", [
+    (dict(weight_bits=1, act_bits=8, act_mode="static"), r"static activation ranges \(act_mode: static\)"),
+    (dict(weight_bits=1, act_bits=4), r"4-bit inputs: the packed runtime runs 1- and 2-bit Linears on 8-bit inputs"),
+    (dict(weight_bits=2), r"full-precision inputs: the packed runtime runs 1- and 2-bit Linears on 8-bit inputs"),
+])
+def test_export_refuses_what_the_runtime_cannot_run_and_writes_nothing(fp_model, tokenizer, tmp_path, rule, reason):
+    model = quantized(fp_model, QuantConfig(rules=[QuantRule(pattern=r".*\.query", **rule)]))
+    with pytest.raises(XtcError, match=reason):
+        export(model, tmp_path / "out", tokenizer)
+    assert list(tmp_path.iterdir()) == []  # no folder, no temporary left behind
+    model.save_pretrained(tmp_path / "stage")
+    with pytest.raises(XtcError, match=reason):  # xtc size of the stage folder: the same reason, not a crash
+        size_report(tmp_path / "stage")
+
+
+def test_header_records_each_linears_activation_settings(packed_dir):
+    entries = read_packed(packed_dir).header["tensors"]
+    query = entries["bert.encoder.layer.0.attention.self.query.weight"]
+    assert (query["bits"], query["act_bits"], query["act_mode"]) == (2, 8, "dynamic")  # w2a8
+    words = entries["bert.embeddings.word_embeddings.weight"]
+    assert (words["bits"], words["act_bits"], words["act_mode"]) == (2, None, None)
+
+
+def test_export_refuses_nan_in_a_kept_tensor(fp_model, tokenizer, tmp_path):
+    model = quantized(fp_model, "w1a8")
+    with torch.no_grad():
+        model.bert.embeddings.LayerNorm.weight[3] = float("nan")
+    with pytest.raises(XtcError, match=r"cannot export bert\.embeddings\.LayerNorm\.weight: it holds NaN"):
+        export(model, tmp_path / "out", tokenizer)
+    assert not (tmp_path / "out").exists()
 
 
 # ---- bad files: one clear error, never a crash -------------------------------------------------
@@ -154,13 +204,18 @@ def test_foreign_file_unknown_version_and_bad_codes(packed_dir, tmp_path):
         read_packed(folder)
     packed = read_packed(packed_dir)
     stored = dict(packed.stored)
-    metadata = {"xtc_format": "xtc-packed", "xtc_format_version": "2", "xtc_header": json.dumps(packed.header)}
+    metadata = {"xtc_format": "xtc-packed", "xtc_format_version": "3", "xtc_header": json.dumps(packed.header)}
     save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
-    with pytest.raises(XtcError, match="format version '2' is not supported"):
+    with pytest.raises(XtcError, match=r"format version '3' is not supported \(this xtc reads versions 1, 2"):
         read_packed(folder)
     name = next(k for k in stored if k.endswith(".codes2"))
     stored[name] = np.full_like(stored[name], 0xFF)
-    metadata["xtc_format_version"] = "1"
+    metadata["xtc_format_version"] = "2"
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
+    with pytest.raises(XtcError, match=f"tensor {re.escape(name)} does not match its checksum"):
+        read_packed(folder)
+    header = {**packed.header, "tensor_sha256": {**packed.header["tensor_sha256"], name: sha256(stored[name])}}
+    metadata["xtc_header"] = json.dumps(header)
     save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
     with pytest.raises(XtcError, match="invalid ternary code 0b11"):
         read_packed(folder)
@@ -182,3 +237,61 @@ def test_tokenizer_that_does_not_match(packed_dir, tmp_path):
         read_packed(folder)
     with pytest.raises(XtcError, match="not a packed model folder"):
         read_packed(tmp_path)
+
+
+QUERY = "bert.encoder.layer.0.attention.self.query.weight"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h: h["tensors"][QUERY].update(bits="1"), r"tensors\.bert\.encoder\.layer\.0\.attention\.self\.query"
+                                                     r"\.weight\.bits"),
+    (lambda h: h["tensors"][QUERY].update(encoding="int4"), r"encoding"),
+    (lambda h: h["tensors"][QUERY].update(shape=[10**12, 128]), r"dimensions must be 1\.\."),
+    (lambda h: h["tensors"][QUERY].update(act_bits=4), r"act_bits"),
+    (lambda h: h.update(tensors=[]), r"tensors"),
+    (lambda h: h["tokenizer_sha256"].update({"../../etc/passwd": "0"}), r"is not a tokenizer file"),
+    (lambda h: h.update(quantization={"rules": "all"}), r"header field quantization"),
+])
+def test_every_header_field_is_validated(packed_dir, tmp_path, change, message):
+    folder = copy_of(packed_dir, tmp_path)
+    packed = read_packed(packed_dir)
+    header = json.loads(json.dumps(packed.header))
+    change(header)
+    rewrite(folder, packed, header=header)
+    with pytest.raises(XtcError, match=message):
+        read_packed(folder)
+
+
+def test_a_flipped_byte_a_nan_and_a_stray_tensor_are_refused(packed_dir, tmp_path):
+    folder = copy_of(packed_dir, tmp_path)
+    packed = read_packed(packed_dir)
+    words = "bert.embeddings.word_embeddings.weight.codes2"
+    stored = dict(packed.stored)
+    stored[words] = stored[words].copy()
+    stored[words][5, 3] ^= 0x10  # one bit of one word's 2-bit codes
+    metadata = {"xtc_format": "xtc-packed", "xtc_format_version": "2", "xtc_header": json.dumps(packed.header)}
+    save_file(stored, folder / WEIGHTS_FILE, metadata=metadata)
+    with pytest.raises(XtcError, match=f"tensor {re.escape(words)} does not match its checksum"):
+        read_packed(folder)
+    norm = "bert.embeddings.LayerNorm.weight"
+    stored = dict(packed.stored)
+    stored[norm] = stored[norm].copy()
+    stored[norm][0] = np.nan
+    rewrite(folder, packed, stored)  # a NaN with a valid checksum: written so by a foreign exporter
+    with pytest.raises(XtcError, match=f"tensor {re.escape(norm)} holds NaN or infinite values"):
+        read_packed(folder)
+    rewrite(folder, packed, {**packed.stored, "extra": np.zeros(3, np.float32)})
+    with pytest.raises(XtcError, match="tensor extra belongs to no header entry"):
+        read_packed(folder)
+
+
+def test_an_architecture_that_does_not_fit_the_tensors_is_refused(packed_dir, tmp_path):
+    folder = copy_of(packed_dir, tmp_path)
+    packed = read_packed(packed_dir)
+    for key, value, message in [("vocab_size", 10**8, "bert.embeddings.word_embeddings.weight is \\[30522, 128\\], "
+                                 "but the header's architecture makes it \\[100000000, 128\\]"),
+                                ("intermediate_size", 10**8, "intermediate.dense"),
+                                ("hidden_size", 127, "not a valid model config")]:
+        rewrite(folder, packed, header={**packed.header, "architecture": {**packed.header["architecture"], key: value}})
+        with pytest.raises(XtcError, match=message):
+            load(folder)

@@ -1,14 +1,14 @@
-"""Golden files of the packed format (SPEC.md, version 1): files written once and committed.
+"""Golden files of the packed format (SPEC.md): files written once per format version and committed.
 
 Every encoding is in one of the two golden folders, made from a tiny BERT whose weights are
 multiples of 1/128: the quantizers' sums are exact in float32 whatever the summation order, so
 the expected values do not depend on the CPU or the torch build. Two promises are tested:
 
-- today's reader decodes the committed files to the model's quantized values (old files stay
-  readable), and the runtime runs them;
+- today's reader decodes the committed files of every version to the model's quantized values (old
+  files stay readable: version 1 to the same header entries as today's), and the runtime runs them;
 - today's exporter writes the same tensors and header fields (a byte change must bump
   ``xtc_format_version``, update SPEC.md and regenerate these files:
-  ``python tests/packed/test_golden.py``).
+  ``python tests/packed/test_golden.py``, which writes ``golden/v<version>``; older folders stay).
 """
 
 import json
@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from xtc.packed.export import export
+from xtc.compression import export
 from xtc.packed.layout import FORMAT_VERSION, META_HEADER, META_VERSION, WEIGHTS_FILE
 from xtc.packed.read import read_packed
 from xtc.quant.apply import quantize_, quantized_modules
@@ -31,7 +31,9 @@ from xtc.quant.config import QuantConfig, QuantRule
 from xtc.quant.modules import QuantLinear
 from xtc.runtime import load
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN = GOLDEN_DIR / f"v{FORMAT_VERSION}"  # what today's exporter writes
+VERSIONS = sorted(p.name for p in GOLDEN_DIR.iterdir())  # v1, v2, ...
 LAYER = r"bert\.encoder\.layer\.\d+\."
 # name -> (rules, export options). Sizes are not multiples of 8, 4 or 5 (padded last bytes); groups
 # of 5 and 7 do not divide the rows (shorter last groups).
@@ -72,8 +74,8 @@ def tokenizer() -> BertTokenizerFast:
 
 def quantized_model(name: str):
     rules, _ = FILES[name]
-    # kept fp32: the files were written before the config recorded `kept` (the model then kept float32
-    # tensors; the fp16 file rounds them at export)
+    # kept fp32: the version 1 files were written before the config recorded `kept` (the model then kept
+    # float32 tensors; the fp16 file rounds them at export)
     return quantize_(exact_model(), QuantConfig(rules=rules, kept="fp32"))
 
 
@@ -96,9 +98,11 @@ def assert_same_tensors(a: Path, b: Path) -> None:
         assert b_tensors[key].dtype == array.dtype and b_tensors[key].tobytes() == array.tobytes(), key
 
 
+@pytest.mark.filterwarnings("ignore:.*a version 1 file")
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("name", FILES)
-def test_golden_file_decodes_to_the_model_values(name):
-    model, packed = quantized_model(name), read_packed(GOLDEN / name)
+def test_golden_file_decodes_to_the_model_values(name, version):
+    model, packed = quantized_model(name), read_packed(GOLDEN_DIR / version / name)
     entries = packed.header["tensors"]
     for module_name, module in quantized_modules(model):
         expected = (module.quantized_weight() if isinstance(module, QuantLinear)
@@ -119,9 +123,11 @@ def test_golden_file_decodes_to_the_model_values(name):
         {"binary", "ternary_base3", "fp32"})
 
 
-def test_the_runtime_runs_the_golden_file():
+@pytest.mark.filterwarnings("ignore:.*a version 1 file")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_runtime_runs_the_golden_file(version):
     name = "ternary2-fp16-int8"
-    packed, runtime = read_packed(GOLDEN / name), load(GOLDEN / name)
+    packed, runtime = read_packed(GOLDEN_DIR / version / name), load(GOLDEN_DIR / version / name)
     model = quantized_model(name)
     kept = {n: torch.from_numpy(packed.dequantized(n)) for n, e in packed.header["tensors"].items()
             if e["encoding"] in ("fp16", "int8_row")}
@@ -141,12 +147,23 @@ def test_export_writes_the_golden_tensors_and_header(name, tmp_path):
     new_meta, new_header = header(new)
     assert golden_meta[META_VERSION] == new_meta[META_VERSION] == FORMAT_VERSION
     assert new_header["tensors"] == golden_header["tensors"]
-    assert new_header["quantization"] == {**golden_header["quantization"], "kept": "fp32"}  # kept: recorded since
+    assert new_header["tensor_sha256"] == golden_header["tensor_sha256"]
+    assert new_header["quantization"] == golden_header["quantization"]
     # the architecture is transformers' config dict, whose keys follow the transformers version
     for key in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "id2label"):
         assert new_header["architecture"][key] == golden_header["architecture"][key], key
     assert "_name_or_path" not in new_header["architecture"]
     assert_same_tensors(GOLDEN / name, new)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_version_1_file_reads_as_todays_with_its_missing_checks_named(name):
+    with pytest.warns(UserWarning, match="a version 1 file: its tensors carry no checksums"):
+        old = read_packed(GOLDEN_DIR / "v1" / name)
+    new = read_packed(GOLDEN / name)
+    assert old.header["tensors"] == new.header["tensors"]  # activation settings filled in from the rules
+    assert old.header["tensor_sha256"] == {}
+    assert {k: v.tobytes() for k, v in old.stored.items()} == {k: v.tobytes() for k, v in new.stored.items()}
 
 
 def test_two_exports_of_one_model_are_the_same_file(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from xtc.errors import XtcError
-from xtc.quant.primitives import (StaticRange, asymmetric_codes, binarize, binary_codes, quantize_activation_per_token,
-                                  quantize_asymmetric, quantize_symmetric, quantize_weight, symmetric_codes, ternarize,
+from xtc.quant.primitives import (StaticRange, binarize, binary_codes, quantize_activation_per_token,
+                                  quantize_symmetric, quantize_weight, symmetric_codes, ternarize,
                                   ternary_codes, weight_codes)
 
 SHAPE = (37, 53)  # 53 = 3 * 16 + 5: every row ends with a short group
@@ -68,7 +68,7 @@ def test_ternary_has_zero_and_plus_minus_alpha_per_group(w, granularity, group_s
 def test_all_zero_groups_quantize_to_zero():
     w = torch.zeros(SHAPE)
     w[1:] = torch.randn(SHAPE[0] - 1, SHAPE[1])
-    for fn in (binarize, ternarize, lambda t, g: quantize_symmetric(t, 4, g), lambda t, g: quantize_asymmetric(t, 4, g)):
+    for fn in (binarize, ternarize, lambda t, g: quantize_symmetric(t, 4, g)):
         q = fn(w, "row")
         assert torch.equal(q[0], torch.zeros(SHAPE[1])) and torch.isfinite(q).all()
 
@@ -77,7 +77,6 @@ QUANTIZERS = {
     "binary": binarize,
     "ternary": ternarize,
     "sym4": lambda t, g, n: quantize_symmetric(t, 4, g, n),
-    "asym4": lambda t, g, n: quantize_asymmetric(t, 4, g, n),
     "weight3": lambda t, g, n: quantize_weight(t, 3, g, n),
 }
 
@@ -104,23 +103,6 @@ def test_symmetric_error_is_at_most_half_a_step_inside_the_range(w, bits, granul
         torch.testing.assert_close(qg[~inside], top.expand(int((~inside).sum())))  # clipped to the top code
         assert (qg >= -levels * step * (1 + 1e-6)).all()
         assert qg.unique().numel() <= 2**bits
-
-
-@pytest.mark.parametrize("offset", [0.0, 3.0])
-@pytest.mark.parametrize("granularity,group_size", GRANULARITIES)
-def test_asymmetric_reconstructs_min_and_max_within_half_a_step(w, offset, granularity, group_size):
-    bits = 3
-    x = w + offset
-    q = quantize_asymmetric(x, bits, granularity, group_size)
-    for xg, qg in zip(groups(x, granularity, group_size), groups(q, granularity, group_size)):
-        low, high = xg.min().clamp(max=0), xg.max().clamp(min=0)  # 0 is kept inside the range
-        step = (high - low) / (2**bits - 1)
-        assert (qg - xg).abs().max() <= step / 2 * (1 + 1e-5)
-        assert abs(qg[xg.argmin()] - xg.min()) <= step / 2 * (1 + 1e-5)
-        assert abs(qg[xg.argmax()] - xg.max()) <= step / 2 * (1 + 1e-5)
-        assert qg.unique().numel() <= 2**bits
-    codes, scale, zero_point = asymmetric_codes(x, bits, granularity, group_size)
-    assert codes.dtype == zero_point.dtype == torch.uint8 and int(codes.max()) <= 2**bits - 1
 
 
 def test_per_token_activations_use_each_tokens_own_max_abs():
@@ -157,9 +139,6 @@ def test_codes_times_scales_are_exactly_the_fake_quantized_values(w, granularity
         assert codes.dtype == torch.int8 and codes.shape == w.shape, name
         assert set(codes.unique().tolist()) <= allowed, name
         assert torch.equal(codes.float() * per_element(scale, granularity, group_size), fake), name
-    codes, scale, zero_point = asymmetric_codes(w, 4, granularity, group_size)
-    expanded = per_element(scale, granularity, group_size), per_element(zero_point, granularity, group_size)
-    assert torch.equal((codes.float() - expanded[1].float()) * expanded[0], quantize_asymmetric(w, 4, granularity, group_size))
     for bits, codes_fn in ((1, binary_codes), (2, ternary_codes)):
         assert all(torch.equal(a, b) for a, b in zip(weight_codes(w, bits), codes_fn(w)))
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from xtc.data.glue import Example
+from xtc.progress import bar
 
 
 def _cache_dir() -> Path:
@@ -117,7 +117,7 @@ def word_candidates(examples: list[Example], model: str, top_k: int) -> list[lis
     if cache.is_file():
         return [json.loads(line) for line in cache.read_text().splitlines()]
     finder = CandidateFinder(model, top_k)
-    found = [[finder.candidates(text.split()) for text in e.texts] for e in tqdm(examples, desc="augment", leave=False)]
+    found = [[finder.candidates(text.split()) for text in e.texts] for e in bar(examples, desc="augment", leave=False)]
     _write_lines(cache, found)
     return found
 

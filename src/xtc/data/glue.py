@@ -7,12 +7,14 @@ its file and line number.
 """
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from xtc.data.tasks import GlueTask
 from xtc.errors import XtcError
+from xtc.text import read_text
 
 GLUE_DIR_ENV = "XTC_GLUE_DIR"
 HUB_DATASET = "nyu-mll/glue"
@@ -62,8 +64,7 @@ def read_tsv(task: GlueTask, path: Path) -> list[Example]:
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (no {task.name}/ folder: is this a GLUE folder in the official layout?)"
         raise XtcError(f"missing GLUE file {path}{hint}")
-    # utf-8-sig: MRPC's official header starts with a byte-order mark.
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if task.has_header:
             header = next(rows, None)

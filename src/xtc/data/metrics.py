@@ -29,3 +29,17 @@ def compute_metrics(task: GlueTask, predictions: Sequence, labels: Sequence) -> 
     values = {name: float(_METRICS[name](p, y)) for name in task.metrics}
     values["score"] = float(np.mean(list(values.values())))
     return values
+
+
+def degenerate(task: GlueTask, predictions: Sequence) -> str | None:
+    """Why dev predictions say the model learnt nothing: one class for every example, or a regression
+    output that does not vary (its correlations are then undefined or meaningless); None otherwise."""
+    p = np.asarray(predictions)
+    if task.is_regression:
+        return f"every prediction is {float(p.mean()):.4g} (no variance)" if p.size and np.ptp(p) < 1e-6 else None
+    classes = np.unique(p)
+    if p.size > 1 and len(classes) == 1:
+        names = task.label_names or []
+        label = names[int(classes[0])] if int(classes[0]) < len(names) else int(classes[0])
+        return f"every prediction is {label!r} (one class)"
+    return None

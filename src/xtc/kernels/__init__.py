@@ -22,7 +22,7 @@ if getattr(_lowbit, "API_VERSION", 1) != _API_VERSION:
 
 PATHS: list[str] = _lowbit.available_paths()  # slowest first; "reference" always
 _PATH_IDS = {"reference": 1, "avx2": 2, "avx512-vnni": 3}
-_MR, _NB, _PANEL = 6, 64, 16  # as in lowbit.h: rows per micro-kernel, columns per block, rows per panel
+_MR, _PANEL = 6, 16  # as in lowbit.h: rows per micro-kernel, rows per panel
 
 # Default threads of the kernels called from here (the packed runtime passes torch's count instead).
 _threads = 1

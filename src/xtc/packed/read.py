@@ -1,58 +1,61 @@
 """Read a packed model folder (SPEC.md), validating everything before it is used.
 
 Only the safetensors parser touches the file; nothing is unpickled or executed.
-Every problem is one ``XtcError`` naming the file and what is wrong.
+Every problem is one ``XtcError`` naming the file and what is wrong. The header is
+validated against its schema (``packed.header``), every stored tensor through its
+encoding's codec (names, dtypes, shapes, invalid codes, NaN), and its bytes against
+the header's SHA-256 (version 2 files).
 """
 
 import hashlib
 import json
-import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
-from xtc.errors import XtcError
-from xtc.packed import bits as packing
-from xtc.packed.layout import (FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, QUANTIZED_ENCODINGS,
-                               STORED, WEIGHTS_FILE, scale_shape, stored_shape)
-
-_DTYPES = {"bits": np.uint8, "codes2": np.uint8, "trits": np.uint8, "int8": np.int8, "scale": np.float32}
-# a 1-/2-bit encoding's decoder: packed rows uint8 (rows, bytes), cols -> int8 codes (rows, cols)
-DECODERS = {"binary": packing.unpack_signs, "ternary2": packing.unpack_ternary2, "ternary_base3": packing.unpack_trits}
+from xtc.errors import XtcError, format_validation_error
+from xtc.packed.codecs import CODECS, LOW_BIT, Codec
+from xtc.packed.header import Header
+from xtc.packed.layout import FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, READABLE_VERSIONS, WEIGHTS_FILE
+from xtc.quant.config import recorded_quant_config
 
 
 @dataclass
 class PackedModel:
     folder: Path
-    header: dict
+    header: dict  # validated: every tensor entry has every field of packed.header.TensorEntry
     stored: dict[str, np.ndarray]  # stored tensors by their on-disk name
+    version: str = FORMAT_VERSION
+
+    def entry(self, name: str) -> dict:
+        return self.header["tensors"][name]
+
+    def codec(self, name: str) -> Codec:
+        return CODECS[self.entry(name)["encoding"]]
+
+    def tensors_of(self, name: str) -> dict[str, np.ndarray]:
+        """The stored tensors of one logical tensor, by suffix."""
+        return {suffix: self.stored[name + suffix] for suffix in self.codec(name).stored(self.entry(name))}
 
     def packed_codes(self, name: str) -> np.ndarray:
         """The stored code bytes (rows, bytes) of a 1-/2-bit logical tensor."""
-        return self.stored[name + STORED[self.header["tensors"][name]["encoding"]][0]]
+        return self.codec(name).packed(self.tensors_of(name))
 
     def codes(self, name: str) -> np.ndarray:
-        """The int8 codes (rows, cols) of a 1-/2-bit logical tensor: {-1, +1} or {-1, 0, +1}."""
-        entry = self.header["tensors"][name]
-        return DECODERS[entry["encoding"]](self.packed_codes(name), math.prod(entry["shape"][1:]))
+        """The int8 codes (rows, cols) of a quantized logical tensor: {-1, +1}, {-1, 0, +1} or int8."""
+        return self.codec(name).codes(self.tensors_of(name), self.entry(name))
+
+    def scale(self, name: str) -> np.ndarray:
+        """The float32 scales of a quantized logical tensor: (1, 1), (rows, 1) or (rows, groups)."""
+        return self.tensors_of(name)[".scale"]
 
     def dequantized(self, name: str) -> np.ndarray:
         """The float32 values of one logical tensor (for checks and the reference path)."""
-        entry = self.header["tensors"][name]
-        encoding, shape = entry["encoding"], entry["shape"]
-        if encoding in ("fp16", "fp32"):
-            return self.stored[name].astype(np.float32)
-        cols = math.prod(shape[1:])
-        scale = self.stored[f"{name}.scale"]  # (1, 1), (rows, 1) or (rows, groups)
-        if encoding == "int8_row":
-            return (self.stored[f"{name}.int8"].astype(np.float32) * scale).reshape(shape)
-        codes = self.codes(name).astype(np.float32)
-        if entry["granularity"] == "group":
-            scale = np.repeat(scale, entry["group_size"], axis=1)[:, :cols]
-        values = codes * scale
-        return values.reshape(shape).astype(np.float32)
+        return self.codec(name).decode(self.tensors_of(name), self.entry(name))
 
 
 def read_packed(folder: str | Path) -> PackedModel:
@@ -68,44 +71,89 @@ def read_packed(folder: str | Path) -> PackedModel:
         raise XtcError(f"{path}: not a readable safetensors file (truncated or corrupted?): {e}") from None
     if metadata.get(META_FORMAT) != FORMAT:
         raise XtcError(f"{path}: not an xtc packed model (metadata {META_FORMAT} is {metadata.get(META_FORMAT)!r})")
-    if metadata.get(META_VERSION) != FORMAT_VERSION:
-        raise XtcError(f"{path}: format version {metadata.get(META_VERSION)!r} is not supported "
-                       f"(this xtc reads version {FORMAT_VERSION}; upgrade xtc or re-export)")
+    version = metadata.get(META_VERSION)
+    if version not in READABLE_VERSIONS:
+        raise XtcError(f"{path}: format version {version!r} is not supported "
+                       f"(this xtc reads versions {', '.join(READABLE_VERSIONS)}; upgrade xtc or re-export)")
+    header = _validated_header(path, metadata.get(META_HEADER, ""), version)
+    _check_tensors(path, header, stored)
+    _check_tokenizer(folder, header)
+    if version == "1":
+        warnings.warn(f"{path}: a version 1 file: its tensors carry no checksums (re-export it to add them)",
+                      stacklevel=2)
+    return PackedModel(folder, header, stored, version)
+
+
+def _validated_header(path: Path, text: str, version: str) -> dict:
     try:
-        header = json.loads(metadata.get(META_HEADER, ""))
-        entries = header["tensors"]
-        assert isinstance(entries, dict) and isinstance(header["architecture"], dict)
-    except (json.JSONDecodeError, KeyError, TypeError, AssertionError):
-        raise XtcError(f"{path}: the {META_HEADER} metadata is not a valid header") from None
-    for name, entry in entries.items():
-        try:
-            encoding = entry["encoding"]
-            suffixes = STORED[encoding]
-            for suffix in suffixes:
-                key = name + suffix
-                if key not in stored:
-                    raise XtcError(f"{path}: tensor {key} is missing")
-                want_dtype = _DTYPES.get(suffix.lstrip("."), np.float16 if encoding == "fp16" else np.float32)
-                want_shape = (tuple(entry["shape"]) if suffix == "" else
-                              scale_shape(entry) if suffix == ".scale" else stored_shape(entry))
-                if stored[key].dtype != want_dtype or stored[key].shape != want_shape:
-                    raise XtcError(f"{path}: tensor {key} is {stored[key].dtype}{list(stored[key].shape)}, "
-                                   f"expected {np.dtype(want_dtype)}{list(want_shape)}")
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            raise XtcError(f"{path}: header entry of {name} is malformed") from None
-        if encoding == "ternary2" and (((stored[f"{name}.codes2"][..., None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 3).any():
-            raise XtcError(f"{path}: tensor {name}.codes2 holds the invalid ternary code 0b11")
-        if encoding == "ternary_base3" and (stored[f"{name}.trits"] > packing.MAX_TRIT_BYTE).any():
-            raise XtcError(f"{path}: tensor {name}.trits holds a byte above {packing.MAX_TRIT_BYTE}")
-    for file, digest in (header.get("tokenizer_sha256") or {}).items():
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        raise XtcError(f"{path}: the {META_HEADER} metadata is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise XtcError(f"{path}: the {META_HEADER} metadata is not a JSON object")
+    try:
+        quant = recorded_quant_config(raw.get("quantization") if isinstance(raw.get("quantization"), dict) else {})
+    except XtcError as e:
+        raise XtcError(f"{path}: header field quantization: {e}") from None
+    if version == "1" and isinstance(raw.get("tensors"), dict):
+        raw = {**raw, "tensors": {name: _v1_entry(name, entry, quant) for name, entry in raw["tensors"].items()}}
+    try:
+        header = Header.model_validate(raw)
+    except ValidationError as e:
+        raise XtcError(f"{path}: invalid header: {format_validation_error(e, flags=False)}") from None
+    if version != "1" and not header.tensor_sha256:
+        raise XtcError(f"{path}: the header has no tensor_sha256 (every version {version} file has)")
+    return header.model_dump(mode="json")
+
+
+def _v1_entry(name: str, entry, quant) -> dict:
+    """Version 1 entries did not record activation settings: they are those of the module's rule."""
+    if not isinstance(entry, dict) or entry.get("encoding") not in LOW_BIT:
+        return entry
+    rule = quant.rule_for(name.removesuffix(".weight"))
+    act_bits = rule.act_bits if rule is not None else None
+    return {**entry, "act_bits": act_bits, "act_mode": rule.act_mode if act_bits else None}
+
+
+def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> None:
+    owned = set()
+    for name, entry in header["tensors"].items():
+        codec = CODECS[entry["encoding"]]
+        tensors = {}
+        for suffix, (dtype, shape) in codec.stored(entry).items():
+            key = name + suffix
+            if key not in stored:
+                raise XtcError(f"{path}: tensor {key} is missing")
+            if stored[key].dtype != dtype or stored[key].shape != shape:
+                raise XtcError(f"{path}: tensor {key} is {stored[key].dtype}{list(stored[key].shape)}, "
+                               f"expected {dtype}{list(shape)}")
+            tensors[suffix] = stored[key]
+            owned.add(key)
+        digests = header["tensor_sha256"]
+        for suffix, array in tensors.items():
+            if digests and digests.get(name + suffix) != _sha256(array):
+                raise XtcError(f"{path}: tensor {name + suffix} does not match its checksum (the file is corrupted)")
+        problem = codec.invalid(tensors)
+        if problem:
+            raise XtcError(f"{path}: tensor {name} {problem}")
+    extra = sorted(set(stored) - owned)
+    if extra:
+        raise XtcError(f"{path}: tensor {extra[0]} belongs to no header entry")
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def tensor_digests(tensors: dict[str, np.ndarray]) -> dict[str, str]:
+    """The header's ``tensor_sha256`` of stored tensors (the exporter's half of the check above)."""
+    return {key: _sha256(array) for key, array in sorted(tensors.items())}
+
+
+def _check_tokenizer(folder: Path, header: dict) -> None:
+    for file, digest in header["tokenizer_sha256"].items():
         tok = folder / file
         if not tok.is_file():
             raise XtcError(f"{folder}: tokenizer file {file} is missing")
         if hashlib.sha256(tok.read_bytes()).hexdigest() != digest:
             raise XtcError(f"{folder}: tokenizer file {file} does not match the model it was exported with")
-    assert all(e["encoding"] in STORED for e in entries.values())
-    return PackedModel(folder, header, stored)
-
-
-def is_quantized(entry: dict) -> bool:
-    return entry["encoding"] in QUANTIZED_ENCODINGS

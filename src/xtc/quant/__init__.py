@@ -1,4 +1,4 @@
-"""Quantization-aware training: 1-/2-bit (and k-bit) weights, 8-bit activations, chosen by name pattern.
+"""Quantization-aware training: 1-/2-bit (and k-bit symmetric) weights, 8-bit activations, chosen by name pattern.
 
     config.py      QuantSpec / QuantRule / QuantConfig, the w1a8 / w2a8 presets (no torch)
     primitives.py  quantizers on tensors: integer codes + scales, fake quantization (STE)
@@ -18,8 +18,8 @@ _EXPORTS = {
         "xtc.quant.config",
     ),
     **dict.fromkeys(
-        ["binary_codes", "ternary_codes", "symmetric_codes", "asymmetric_codes", "weight_codes", "dequantize",
-         "binarize", "ternarize", "quantize_symmetric", "quantize_asymmetric", "quantize_weight",
+        ["binary_codes", "ternary_codes", "symmetric_codes", "weight_codes", "dequantize",
+         "binarize", "ternarize", "quantize_symmetric", "quantize_weight",
          "quantize_activation_per_token", "StaticRange"],
         "xtc.quant.primitives",
     ),

@@ -5,8 +5,8 @@ full module names (``re.fullmatch``) and the ``QuantSpec`` for the nn.Linear /
 nn.Embedding modules it matches; the first matching rule wins. Unknown keys and
 bad values fail at construction, naming the field, the value and the choices.
 
-The presets ``w1a8`` / ``w2a8`` are the reference XTC configuration (METHOD.md,
-"What is quantized"), with patterns generated from ``xtc.arch.ARCHITECTURES``
+The presets ``w1a8`` / ``w2a8`` are the reference XTC configuration (XTC paper, arXiv:2206.01859),
+with patterns generated from ``xtc.arch.ARCHITECTURES``
 so that they fit every supported architecture.
 
 This module imports no torch, so configs can be validated cheaply (CLI).
@@ -15,10 +15,11 @@ This module imports no torch, so configs can be validated cheaply (CLI).
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from xtc.errors import XtcError, format_validation_error
 from xtc.arch import ARCHITECTURES
+from xtc.errors import XtcError, format_validation_error
+from xtc.schema import Schema
 
 Granularity = Literal["tensor", "row", "group"]
 ActMode = Literal["dynamic", "static"]
@@ -27,11 +28,7 @@ ActMode = Literal["dynamic", "static"]
 LINEAR_ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class QuantSpec(_Config):
+class QuantSpec(Schema):
     """How one module is quantized; the defaults keep it in full precision."""
 
     weight_bits: int | None = Field(
@@ -107,7 +104,7 @@ class QuantRule(QuantSpec):
 Kept = Literal["fp16", "fp32"]
 
 
-class QuantConfig(_Config):
+class QuantConfig(Schema):
     """Which nn.Linear / nn.Embedding modules are quantized, and how; and how the rest is stored."""
 
     rules: list[QuantRule] = Field(
@@ -129,7 +126,7 @@ def _alternatives(names) -> str:
 
 
 def _reference(bits: int) -> QuantConfig:
-    """METHOD.md: Q/K/V, attention output, FFN in/out of every layer at ``bits`` (one scale per matrix) with
+    """The XTC paper: Q/K/V, attention output, FFN in/out of every layer at ``bits`` (one scale per matrix) with
     8-bit dynamic per-token inputs; word embeddings at ``bits``, one scale per row. Beyond the paper, the
     two largest of the other tensors are stored (and trained) as 8-bit rows: the position embeddings and
     the pooler's dense layer (weights only); everything else is kept in float16."""

@@ -75,15 +75,12 @@ def dequantize(
     scale: torch.Tensor,
     granularity: Granularity = "tensor",
     group_size: int | None = None,
-    zero_point: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(codes - zero_point) * scale`` in ``scale``'s dtype (float32 from ``*_codes``), shape of ``codes``.
+    """``codes * scale`` in ``scale``'s dtype (float32 from ``*_codes``), shape of ``codes``.
 
-    ``scale`` and ``zero_point`` are grouped ``(R, G, 1)``, as the ``*_codes`` functions return them.
+    ``scale`` is grouped ``(R, G, 1)``, as the ``*_codes`` functions return it.
     """
     g = _grouped(codes, granularity, group_size).to(scale.dtype)  # (R, G, N)
-    if zero_point is not None:
-        g = g - zero_point.to(scale.dtype)
     return _ungrouped(g * scale, codes.shape)
 
 
@@ -142,26 +139,6 @@ def _symmetric_scale(g: torch.Tensor, bits: int, max_abs: torch.Tensor | None) -
         max_abs = g.abs().amax(-1, keepdim=True)  # (R, G, 1)
     scale = max_abs.float().expand(g.shape[0], g.shape[1], 1) / 2 ** (bits - 1)
     return torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero group: any scale is exact
-
-
-def asymmetric_codes(
-    x: torch.Tensor, bits: int, granularity: Granularity = "tensor", group_size: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """k-bit asymmetric: codes uint8 in [0, 2^k - 1] with an integer zero point; returns (codes, scale, zero_point).
-
-    The range [min, max] is widened to include 0 so that 0 is exact and the zero
-    point is itself a code in [0, 2^k - 1].
-    """
-    assert 1 <= bits <= 8, bits
-    g = _grouped(x.detach().float(), granularity, group_size)  # (R, G, N); padding 0 is inside the widened range
-    low = g.amin(-1, keepdim=True).clamp(max=0)  # (R, G, 1)
-    high = g.amax(-1, keepdim=True).clamp(min=0)
-    top = 2**bits - 1
-    scale = (high - low) / top
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero_point = torch.clamp(torch.round(-low / scale), 0, top)
-    codes = torch.clamp(torch.round(g / scale) + zero_point, 0, top).to(torch.uint8)
-    return _ungrouped(codes, x.shape), scale, zero_point.to(torch.uint8)
 
 
 def weight_codes(
@@ -232,18 +209,6 @@ def quantize_symmetric(
 ) -> torch.Tensor:
     """k-bit symmetric fake quantization (see ``symmetric_codes``)."""
     return _StraightThrough.apply(x, lambda t: _symmetric_values(t, bits, granularity, group_size, max_abs))
-
-
-def quantize_asymmetric(
-    x: torch.Tensor, bits: int, granularity: Granularity = "tensor", group_size: int | None = None
-) -> torch.Tensor:
-    """k-bit asymmetric fake quantization (see ``asymmetric_codes``)."""
-
-    def fake(t):
-        codes, scale, zero_point = asymmetric_codes(t, bits, granularity, group_size)
-        return dequantize(codes, scale, granularity, group_size, zero_point)
-
-    return _StraightThrough.apply(x, fake)
 
 
 def quantize_weight(

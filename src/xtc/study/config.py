@@ -42,13 +42,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError, format_validation_error
-from xtc.models import DEFAULT_MODEL
-from xtc.recipe import _Config, load_recipe, read_yaml
+from xtc.recipe import DEFAULT_MODEL
+from xtc.recipe_io import load_recipe, read_yaml
+from xtc.schema import Schema
+from xtc.text import read_text
 
 SPECIAL_KEYS = ("recipe", "seed")
 
 
-class StudyConfig(_Config):
+class StudyConfig(Schema):
     description: str = Field("", description="what the study asks")
     model: str = Field(DEFAULT_MODEL, description="the pre-trained encoder every cell starts from")
     tasks: list[str] = Field(min_length=1, description="GLUE tasks; every grid cell runs on each")
@@ -123,7 +125,7 @@ def load_study(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise XtcError(f"study file {str(path)!r} does not exist")
-    data = read_yaml(path.read_text(), str(path))
+    data = read_yaml(read_text(path), str(path))
     if not isinstance(data, dict):
         raise XtcError(f"{path}: a study is a mapping with 'tasks' and 'grid'")
     try:

@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
-from tqdm.auto import tqdm
 
 from xtc.data.tasks import get_task
 from xtc.errors import XtcError
 from xtc.provenance import source_commit
-from xtc.recipe import load_recipe
+from xtc.recipe_io import load_recipe
 from xtc.rundir import claim
 from xtc.study.config import Cell, StudyConfig, cells, load_study
+from xtc.progress import bar, note
 
 RESULTS = "results.jsonl"
 STUDY_FILE = "study.json"
@@ -160,18 +160,20 @@ def run_study(path: str | Path, out: str | Path, jobs: int = 1, glue_dir: str | 
     done = _finished(out)
     todo = [c for c in cells(study) if c.name not in done]
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    bar = tqdm(total=len(done) + len(todo), initial=len(done), desc="study", unit="cell")
+    progress = bar(total=len(done) + len(todo), initial=len(done), desc="study", unit="cell")
     shared = {task: _shared_stages(study, task, out, glue, threads * jobs) for task in dict.fromkeys(c.task for c in todo)}
     records = []
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(_claim_and_run, c, study, shared[c.task], out, glue, threads) for c in todo]
         for future in as_completed(futures):
             record = future.result()
-            bar.update(1)
+            progress.update(1)
             if record is None:  # another process's cell
                 continue
             records.append(record)
             if record["status"] != "ok":
-                tqdm.write(f"cell {record['cell']} failed: {record['error']}")
-    bar.close()
+                note(f"cell {record['cell']} failed: {record['error']}")
+            elif progress.disable:
+                note(f"study: {progress.n}/{progress.total} cells; finished {record['cell']}")
+    progress.close()
     return records

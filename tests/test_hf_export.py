@@ -65,7 +65,7 @@ def test_onnx_graph_runs_in_onnx_runtime_with_matching_outputs(tmp_path, glue_di
                       max_length=128, return_tensors="np")
     session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
     (logits,) = session.run(None, {k: v.astype(np.int64) for k, v in batch.items()})
-    from xtc.packed.hf_export import export_hf
+    from xtc.hf_export import export_hf
 
     export_hf(tmp_path / "stage", tmp_path / "hf")
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
