@@ -1,36 +1,66 @@
-"""Predictions of a trained (or packed) model on raw text: labels and scores, batched."""
+"""Predictions of a trained (or packed) model on raw text: labels and scores, batched.
 
-import torch
+A packed BERT folder runs on the torch-free engine (``xtc.engine``: neither torch nor transformers is
+imported); other packed folders and stage folders run in torch.
+"""
 
+from pathlib import Path
+
+import numpy as np
+
+from xtc.data.tasks import recorded_task
 from xtc.errors import XtcError
-from xtc.evaluation import load_trained, recorded_task
-from xtc.models import load_tokenizer
+from xtc.packed.layout import WEIGHTS_FILE
 from xtc.progress import bar
 
 
-@torch.no_grad()
 def predict(model_dir: str, examples: list[tuple[str, ...]], batch_size: int = 32,
             max_seq_length: int = 128) -> list[dict]:
     """One ``{"label", "score"}`` per example: the top class and its probability, or the regression value."""
-    model = load_trained(model_dir)
-    _check_example_width(model_dir, recorded_task(model.config), examples)
-    tokenizer = load_tokenizer(model_dir)
-    regression = model.config.num_labels == 1
-    labels = model.config.id2label
+    logits_of, config = _model(model_dir, max_seq_length)
+    _check_example_width(model_dir, recorded_task(config.get("finetuning_task")), examples)
+    labels = {int(k): v for k, v in config["id2label"].items()}
     results = []
     batches = range(0, len(examples), batch_size)
     for start in bar(batches, desc="predict", leave=False, enabled=len(batches) > 1):
-        chunk = examples[start:start + batch_size]
-        columns = [list(c) for c in zip(*chunk)]
-        batch = tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt")
-        logits = model(**batch).logits  # (batch, num_labels)
-        if regression:
+        logits = logits_of([list(c) for c in zip(*examples[start:start + batch_size])])  # (batch, num_labels)
+        if len(labels) == 1:  # regression
             results += [{"label": None, "score": float(v)} for v in logits[:, 0]]
         else:
-            probs = logits.softmax(-1)
-            best = probs.argmax(-1)
-            results += [{"label": labels[int(i)], "score": float(probs[j, i])} for j, i in enumerate(best)]
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            results += [{"label": labels[int(i)], "score": float(probs[j, i])} for j, i in enumerate(probs.argmax(-1))]
     return results
+
+
+def _model(model_dir: str, max_seq_length: int):
+    """(texts columns -> logits (B, num_labels) float32, the model's config as a dict)."""
+    if (Path(model_dir) / WEIGHTS_FILE).is_file():
+        from xtc.packed.read import read_packed
+
+        packed = read_packed(model_dir)
+        if packed.header["architecture"].get("model_type") == "bert":
+            from xtc.engine import Engine
+
+            engine = Engine(packed)
+            return (lambda columns: engine.logits(**engine.encode(columns, max_seq_length))), engine.config
+    return _torch_model(model_dir, max_seq_length)
+
+
+def _torch_model(model_dir: str, max_seq_length: int):
+    import torch
+
+    from xtc.evaluation import load_trained
+    from xtc.models import load_tokenizer
+
+    model, tokenizer = load_trained(model_dir), load_tokenizer(model_dir)
+
+    @torch.no_grad()
+    def logits_of(columns):
+        batch = tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt")
+        return model(**batch).logits.float().numpy()
+
+    return logits_of, model.config.to_dict()
 
 
 def _check_example_width(model_dir: str, task, examples: list[tuple[str, ...]]) -> None:

@@ -68,7 +68,9 @@ def check_run(config: RunConfig) -> Recipe:
     if recorded and recorded.lower() != get_task(config.task).name.lower():
         problems.append(f"--teacher {config.teacher} was trained on {recorded}, not {get_task(config.task).name}")
     for i, stage in enumerate(recipe.stages[1:], start=1):
-        start = layers.get(_start_name(stage, recipe, i))
+        start_name = _start_name(stage, recipe, i)
+        start = layers.get(start_name)
+        origin = "" if start_name == recipe.stages[0].name else f" (it starts from stage {start_name})"
         if stage.init.startswith("model:"):
             start = _student_layers(stage, teacher[arch.num_layers_key], problems)
         count = start
@@ -76,10 +78,10 @@ def check_run(config: RunConfig) -> Recipe:
             keep = stage.layers if isinstance(stage.layers, list) else None
             if keep is None and not 0 < stage.layers <= start:
                 problems.append(f"stage {stage.name}: cannot keep {stage.layers} layers of a {start}-layer model "
-                                f"(choose 1 to {start})")
+                                f"(choose 1 to {start}){origin}")
             problem = teacher_layers_problem(keep, start) if keep is not None else None
             if problem:
-                problems.append(f"stage {stage.name}: {problem}")
+                problems.append(f"stage {stage.name}: {problem}{origin}")
             count = len(keep) if keep is not None else stage.layers
         layers[stage.name] = count
         if stage.quant is not None and not config.fake_quant_only:

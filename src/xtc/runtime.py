@@ -13,6 +13,7 @@ bit for bit. The codes are unpacked once at load into the kernels' bit
 layout (kernels.prepare), still one bit per binary weight and two per ternary one.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,7 @@ def load(folder: str | Path):
     from xtc.models import quiet_transformers
 
     packed = read_packed(folder)
-    config_dict = dict(packed.header["architecture"])
-    architecture(str(config_dict.get("model_type")))
+    config_dict = _checked_architecture(packed, AutoConfig)
     try:
         config = AutoConfig.for_model(**config_dict)
         with torch.device("meta"), quiet_transformers():
@@ -142,6 +142,40 @@ def _finite_logits(folder):
         if not torch.isfinite(logits).all():
             raise XtcError(f"{folder}: the model computed non-finite logits (its stored values overflow)")
     return check
+
+
+# config fields that change what a forward pass returns or how it runs, not the model: a file does not set them
+_RUN_SETTINGS = {"return_dict": True, "output_hidden_states": False, "output_attentions": False, "torchscript": False,
+                 "chunk_size_feed_forward": 0, "is_decoder": False, "add_cross_attention": False}
+
+
+def _checked_architecture(packed: PackedModel, auto_config) -> dict:
+    """The header's architecture, each field of the type transformers' default config gives it, its layer
+    count that of the tensors, and the forward's run settings xtc's own."""
+    config = dict(packed.header["architecture"])
+    arch = architecture(str(config.get("model_type")))
+    defaults = auto_config.for_model(config["model_type"]).to_dict()
+    for key, value in config.items():
+        default = defaults.get(key)
+        if default is not None and value is not None and not _same_kind(value, default):
+            raise XtcError(f"{packed.folder}: header field architecture.{key} is {value!r}, expected "
+                           f"{type(default).__name__}")
+    layers = {name[len(arch.layers) + 1:].split(".")[0] for name in packed.header["tensors"]
+              if name.startswith(arch.layers + ".")}
+    if config.get(arch.num_layers_key) != len(layers):
+        raise XtcError(f"{packed.folder}: header field architecture.{arch.num_layers_key} is "
+                       f"{config.get(arch.num_layers_key)!r}, but the file holds {len(layers)} layers")
+    return {**config, **_RUN_SETTINGS}
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, type(default))
 
 
 def _check_shapes(packed: PackedModel, model: nn.Module) -> None:

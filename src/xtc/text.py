@@ -14,12 +14,25 @@ def read_text(path: str | Path) -> str:
     try:
         return data.decode("utf-8-sig")  # -sig: a leading byte-order mark (MRPC's files have one) is dropped
     except UnicodeDecodeError as e:
-        from charset_normalizer import from_bytes
-
         line = data.count(b"\n", 0, e.start) + 1
-        best = from_bytes(data).best()
-        found = f"; it looks like {best.encoding}" if best is not None and best.encoding != "utf_8" else ""
-        raise XtcError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}{found}); save the file as UTF-8")
+        raise XtcError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}; perhaps {_guess(data)}); "
+                       "save the file as UTF-8") from None
+
+
+def _guess(data: bytes) -> str:
+    """The likeliest encoding of non-UTF-8 bytes. Without NUL bytes (so not UTF-16/32), text that decodes
+    as Windows-1252 is taken for it: charset-normalizer's guesses on a few lines of Western text are poor
+    (cp1006, cp1250 for latin-1 'café')."""
+    from charset_normalizer import from_bytes
+
+    if b"\x00" not in data:
+        try:
+            data.decode("cp1252")
+            return "cp1252 (Windows-1252) or latin-1"
+        except UnicodeDecodeError:
+            pass
+    best = from_bytes(data).best()
+    return best.encoding if best is not None else "no known encoding"
 
 
 def read_inputs(path: Path) -> list[tuple[str, ...]]:

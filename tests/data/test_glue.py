@@ -139,7 +139,7 @@ def test_a_file_that_is_not_utf8_names_its_line_and_encoding(glue_dir, tmp_path)
     lines[4] = lines[4].replace("a", "\u00e9", 1)  # a latin-1 byte on the 5th line
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "dev.tsv").write_bytes("".join(lines).encode("latin-1", errors="replace"))
-    with pytest.raises(XtcError, match=r"RTE/dev.tsv:5: not UTF-8 \(byte 0xe9; it looks like"):
+    with pytest.raises(XtcError, match=r"RTE/dev.tsv:5: not UTF-8 \(byte 0xe9; perhaps cp1252"):
         load_examples(get_task("RTE"), "dev", tmp_path)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_bytes("description: caf\u00e9\nstages: []\n".encode("cp1252"))

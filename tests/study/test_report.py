@@ -99,3 +99,16 @@ def test_a_study_stopped_halfway_reports_what_it_has(tmp_path):
     effects = report.split("## Effects")[1].split("## Every setting")[0]
     assert "| RTE | 58.00 ± 0.00 (1) (-2.00) | 60.00 ± 0.00 (1) | 5e-05 |" in effects
     assert "| MRPC | - | 70.00 ± 0.00 (1) | 5e-05 |" in effects
+
+
+def test_a_quantization_config_is_labelled_in_a_few_words():
+    from xtc.study.report import _label
+
+    config = {"kept": "fp16", "rules": [
+        {"pattern": r"bert\.encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
+                    r"intermediate\.dense|output\.dense)", "weight_bits": 1, "granularity": "tensor", "act_bits": 8},
+        {"pattern": r"bert\.embeddings\.word_embeddings", "weight_bits": 2, "granularity": "row"},
+        {"pattern": r"bert\.embeddings\.position_embeddings|bert\.pooler\.dense", "weight_bits": 8, "granularity": "row"}]}
+    assert _label(config) == ("linears W1/tensor A8; embeddings.word_embeddings W2/row; "
+                              "embeddings.position_embeddings + pooler.dense W8/row; kept fp16")
+    assert "|" not in _label(config)  # a Markdown table cell

@@ -119,3 +119,12 @@ def get_task(name: str) -> GlueTask:
     if task is None:
         raise XtcError(f"unknown task {name!r}; valid tasks: {', '.join(GLUE_TASKS)}")
     return task
+
+
+def recorded_task(finetuning_task) -> "GlueTask | None":
+    """The GLUE task a model records (its config's ``finetuning_task``), or None when it records none
+    or one that is not a GLUE task."""
+    try:
+        return get_task(finetuning_task) if isinstance(finetuning_task, str) and finetuning_task else None
+    except XtcError:
+        return None

@@ -26,7 +26,22 @@ from xtc.study.runner import STUDY_FILE, read_results
 
 
 def _label(value) -> str:
+    if isinstance(value, dict) and isinstance(value.get("rules"), list):
+        return _quant_label(value)
     return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _quant_label(config: dict) -> str:
+    """A quantization config in a few words: each rule's modules (the last names of its pattern), bits and
+    granularity, e.g. 'linears W1/tensor A8; embeddings.word_embeddings W2/row; pooler.dense W8/row'."""
+    parts = []
+    for rule in config["rules"]:
+        pattern = str(rule.get("pattern", ""))
+        names = "linears" if "query" in pattern and "output" in pattern else " + ".join(  # drop the base model
+            part.replace("\\.", ".").split(".", 1)[-1] for part in pattern.split("|"))
+        acts = f" A{rule['act_bits']}" if rule.get("act_bits") else ""
+        parts.append(f"{names} W{rule.get('weight_bits') or 32}/{rule.get('granularity', 'tensor')}{acts}")
+    return "; ".join(parts) + (f"; kept {config['kept']}" if config.get("kept") else "")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
