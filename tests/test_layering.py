@@ -20,7 +20,7 @@ LAYERS = {
                           "xtc.size", "xtc.kernels", "xtc.runtime", "xtc.engine"],
     "training": ["xtc.data", "xtc.data.glue", "xtc.data.batching", "xtc.data.metrics", "xtc.data.augment",
                  "xtc.distill", "xtc.reduce", "xtc.teacher_cache", "xtc.evaluation", "xtc.predict", "xtc.train",
-                 "xtc.deepspeed_config"],
+                 "xtc.deepspeed_config", "xtc.packed_eval"],
     "pipeline": ["xtc.pipeline", "xtc.preflight", "xtc.compression", "xtc.study", "xtc.study.config", "xtc.study.runner",
                  "xtc.study.report"],
     "cli": ["xtc", "xtc.cli", "xtc.__main__"],

@@ -156,9 +156,17 @@ def finetune(**values):
 def eval_(as_json: bool, **values):
     """Score a fine-tuned model folder on a GLUE split."""
     config = build_config(EvalConfig, values)  # bad flags fail before the imports below (seconds)
-    from xtc.evaluation import evaluate
+    from xtc.engine import engine_for
 
-    results = evaluate(config)
+    engine = engine_for(config.model)
+    if engine is not None:  # a packed BERT folder: the torch-free engine
+        from xtc.packed_eval import evaluate_packed
+
+        results = evaluate_packed(engine, config)
+    else:
+        from xtc.evaluation import evaluate
+
+        results = evaluate(config)
     click.echo(json.dumps(results, indent=2) if as_json else _format_metrics(results))
 
 

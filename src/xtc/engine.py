@@ -172,3 +172,13 @@ class Engine:
         if not np.isfinite(logits).all():
             raise XtcError(f"{self.packed.folder}: the model computed non-finite logits (its stored values overflow)")
         return logits
+
+
+def engine_for(folder: str | Path) -> "Engine | None":
+    """The engine of a packed folder it runs (BERT), or None: another architecture, or not a packed folder."""
+    from xtc.packed.layout import WEIGHTS_FILE
+
+    if not (Path(folder) / WEIGHTS_FILE).is_file():
+        return None
+    packed = read_packed(folder)
+    return Engine(packed) if packed.header["architecture"].get("model_type") == "bert" else None

@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from xtc.data.batching import make_loader, tokenize
 from xtc.data.glue import load_examples
 from xtc.data.metrics import compute_metrics, degenerate
-from xtc.data.tasks import GlueTask, get_task, recorded_task
+from xtc.data.tasks import GlueTask, check_recorded_task, get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
 from xtc.packed.layout import WEIGHTS_FILE
@@ -69,10 +69,8 @@ def load_trained(name: str, task: GlueTask | None = None, task_mismatch_ok: bool
             raise XtcError(f"{name!r} has no classification head: fine-tune it first (xtc finetune)")
     if task is not None and model.config.num_labels != task.num_labels:
         raise XtcError(f"{str(name)!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
-    trained_on = recorded_task(getattr(model.config, "finetuning_task", None))
-    if task is not None and trained_on is not None and trained_on != task and not task_mismatch_ok:
-        raise XtcError(f"{str(name)!r} was trained on {trained_on.name}, not {task.name}: its scores on {task.name} "
-                       f"would measure nothing (pass --task-mismatch-ok to evaluate it anyway)")
+    if task is not None:
+        check_recorded_task(name, getattr(model.config, "finetuning_task", None), task, task_mismatch_ok)
     return model.eval()
 
 

@@ -4,13 +4,11 @@ A packed BERT folder runs on the torch-free engine (``xtc.engine``: neither torc
 imported); other packed folders and stage folders run in torch.
 """
 
-from pathlib import Path
-
 import numpy as np
 
 from xtc.data.tasks import recorded_task
 from xtc.errors import XtcError
-from xtc.packed.layout import WEIGHTS_FILE
+from xtc.engine import engine_for
 from xtc.progress import bar
 
 
@@ -35,15 +33,9 @@ def predict(model_dir: str, examples: list[tuple[str, ...]], batch_size: int = 3
 
 def _model(model_dir: str, max_seq_length: int):
     """(texts columns -> logits (B, num_labels) float32, the model's config as a dict)."""
-    if (Path(model_dir) / WEIGHTS_FILE).is_file():
-        from xtc.packed.read import read_packed
-
-        packed = read_packed(model_dir)
-        if packed.header["architecture"].get("model_type") == "bert":
-            from xtc.engine import Engine
-
-            engine = Engine(packed)
-            return (lambda columns: engine.logits(**engine.encode(columns, max_seq_length))), engine.config
+    engine = engine_for(model_dir)
+    if engine is not None:
+        return (lambda columns: engine.logits(**engine.encode(columns, max_seq_length))), engine.config
     return _torch_model(model_dir, max_seq_length)
 
 

@@ -128,3 +128,11 @@ def recorded_task(finetuning_task) -> "GlueTask | None":
         return get_task(finetuning_task) if isinstance(finetuning_task, str) and finetuning_task else None
     except XtcError:
         return None
+
+
+def check_recorded_task(model: str, finetuning_task, task: "GlueTask", mismatch_ok: bool = False) -> None:
+    """Refuse to score a model that records another task than ``task`` (unless ``mismatch_ok``)."""
+    trained_on = recorded_task(finetuning_task)
+    if trained_on is not None and trained_on != task and not mismatch_ok:
+        raise XtcError(f"{str(model)!r} was trained on {trained_on.name}, not {task.name}: its scores on {task.name} "
+                       f"would measure nothing (pass --task-mismatch-ok to evaluate it anyway)")
