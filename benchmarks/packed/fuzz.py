@@ -1,5 +1,6 @@
 """Fuzz the packed-file loader: mutate a real packed model (header fields, tensor bytes, raw file
-bytes, truncation), then load and run each mutant in a child process. The only acceptable outcomes
+bytes, truncation), then load and run each mutant in a child process, on the torch runtime
+(xtc.runtime.load) and on the torch-free engine (xtc predict, xtc eval). The only acceptable outcomes
 are a clean ``XtcError`` or a valid run (finite logits); anything else (another exception, a crash of
 the child, a hang) is a failure, listed with the mutation that caused it.
 
@@ -29,28 +30,39 @@ TIMEOUT_S = 60
 
 def worker() -> None:
     """Read folder paths from stdin; print one JSON outcome per folder."""
-    import math
-
+    import numpy as np
     import torch
 
+    from xtc.engine import Engine
     from xtc.errors import XtcError
-    from xtc.runtime import load
     from xtc.models import load_tokenizer
+    from xtc.runtime import load
+
+    def with_torch(folder):
+        model = load(folder)
+        batch = load_tokenizer(folder)(*TEXTS, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return model(**batch).logits.numpy()
+
+    def with_engine(folder):  # the torch-free engine behind xtc predict and xtc eval
+        engine = Engine.load(folder)
+        return engine.logits(**engine.encode([list(t) for t in TEXTS], 128))
 
     for line in sys.stdin:
         folder = line.strip()
-        try:
-            model = load(folder)
-            batch = load_tokenizer(folder)(*TEXTS, padding=True, return_tensors="pt")
-            with torch.no_grad():
-                logits = model(**batch).logits
-            ok = bool(torch.isfinite(logits).all()) and logits.shape[0] == 2
-            outcome = {"outcome": "ran" if ok else "bad output", "detail": "" if ok else str(logits.tolist())[:200]}
-        except XtcError as e:
-            outcome = {"outcome": "clean error", "detail": str(e)[:300]}
-        except Exception as e:  # noqa: BLE001 - exactly what the fuzzer looks for
-            outcome = {"outcome": "exception", "detail": f"{type(e).__name__}: {e}"[:300]}
-        print(json.dumps(outcome), flush=True)
+        outcomes = []
+        for run in (with_torch, with_engine):
+            try:
+                logits = run(folder)
+                ok = bool(np.isfinite(logits).all()) and logits.shape[0] == 2
+                outcomes.append({"outcome": "ran" if ok else "bad output",
+                                 "detail": "" if ok else f"{run.__name__}: {logits.tolist()}"[:200]})
+            except XtcError as e:
+                outcomes.append({"outcome": "clean error", "detail": f"{run.__name__}: {e}"[:300]})
+            except Exception as e:  # noqa: BLE001 - exactly what the fuzzer looks for
+                outcomes.append({"outcome": "exception", "detail": f"{run.__name__}: {type(e).__name__}: {e}"[:300]})
+        bad = [o for o in outcomes if o["outcome"] not in ("clean error", "ran")]
+        print(json.dumps(bad[0] if bad else outcomes[0]), flush=True)
 
 
 class Child:

@@ -65,10 +65,11 @@ class Engine:
             raise XtcError(f"{packed.folder}: the torch-free engine runs BERT models so far; "
                            f"this one is {config.get('model_type')!r} (use xtc.runtime.load)")
         self.arch, self.config, self.packed, self.threads = architecture("bert"), config, packed, threads
+        self._check_geometry()
         self.heads = config["num_attention_heads"]
         self.eps = config.get("layer_norm_eps", 1e-12)
         act = config.get("hidden_act", "gelu")
-        if act not in _ACTIVATIONS:
+        if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise XtcError(f"{packed.folder}: activation {act!r} is not one the engine runs ({', '.join(_ACTIVATIONS)})")
         self.act = _ACTIVATIONS[act]
         self.num_layers = config[self.arch.num_layers_key]
@@ -81,6 +82,59 @@ class Engine:
             self.linears[name] = self._linear(name)
         self.word = self.arch.word_embeddings + ".weight"
         self._tokenizer = None
+
+    def _check_geometry(self) -> None:
+        """The header's sizes are positive integers and give every tensor the file holds, of its shape, and
+        no other: a foreign or corrupted header is one XtcError, never a failure in the forward."""
+        config, folder = self.config, self.packed.folder
+        sizes = {}
+        for key in ("hidden_size", "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
+                    "num_attention_heads", "num_hidden_layers"):
+            value = config.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise XtcError(f"{folder}: header field architecture.{key} is {value!r}, expected a positive integer")
+            sizes[key] = value
+        eps = config.get("layer_norm_eps", 1e-12)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise XtcError(f"{folder}: header field architecture.layer_norm_eps is {eps!r}, expected a small number")
+        pad = config.get("pad_token_id", 0)
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < sizes["vocab_size"]):
+            raise XtcError(f"{folder}: header field architecture.pad_token_id is {pad!r}, expected a token id")
+        if not isinstance(config.get("id2label", {}), dict):
+            raise XtcError(f"{folder}: header field architecture.id2label is not a mapping")
+        if sizes["num_hidden_layers"] != self.packed.layer_count(self.arch.layers):
+            raise XtcError(f"{folder}: header field architecture.num_hidden_layers is {sizes['num_hidden_layers']}, "
+                           f"but the file holds {self.packed.layer_count(self.arch.layers)} layers")
+        H, I = sizes["hidden_size"], sizes["intermediate_size"]
+        if H % sizes["num_attention_heads"]:
+            raise XtcError(f"{folder}: hidden_size {H} is not a multiple of num_attention_heads "
+                           f"{sizes['num_attention_heads']}")
+        labels = len(config.get("id2label") or {}) or 2
+        e = self.arch.embeddings
+        expected = {self.arch.word_embeddings + ".weight": (sizes["vocab_size"], H),
+                    f"{e}.position_embeddings.weight": (sizes["max_position_embeddings"], H),
+                    f"{e}.token_type_embeddings.weight": (sizes["type_vocab_size"], H),
+                    f"{e}.LayerNorm.weight": (H,), f"{e}.LayerNorm.bias": (H,),
+                    f"{self.arch.pooler}.weight": (H, H), f"{self.arch.pooler}.bias": (H,),
+                    "classifier.weight": (labels, H), "classifier.bias": (labels,)}
+        for i in range(sizes["num_hidden_layers"]):
+            layer = f"{self.arch.layers}.{i}"
+            for role, shape in (("query", (H, H)), ("key", (H, H)), ("value", (H, H)), ("attention_output", (H, H)),
+                                ("ffn_in", (I, H)), ("ffn_out", (H, I))):
+                expected[f"{layer}.{getattr(self.arch, role)}.weight"] = shape
+                expected[f"{layer}.{getattr(self.arch, role)}.bias"] = shape[:1]
+            for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+                expected[f"{layer}.{norm}.weight"] = expected[f"{layer}.{norm}.bias"] = (H,)
+        entries = self.packed.header["tensors"]
+        for name, shape in expected.items():
+            if name not in entries:
+                raise XtcError(f"{folder}: the file lacks {name}, which its architecture has")
+            if tuple(entries[name]["shape"]) != shape:
+                raise XtcError(f"{folder}: tensor {name} is {entries[name]['shape']}, but the header's architecture "
+                               f"makes it {list(shape)}")
+        extra = sorted(set(entries) - set(expected))
+        if extra:
+            raise XtcError(f"{folder}: tensor {extra[0]} is not part of the header's BERT architecture")
 
     def _linear(self, name: str) -> _Linear:
         entry = self.packed.entry(f"{name}.weight")

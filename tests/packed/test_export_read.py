@@ -21,6 +21,7 @@ from xtc.quant.apply import quantize_, quantized_modules
 from xtc.quant.config import QuantConfig, QuantRule
 from xtc.quant.modules import QuantLinear
 from xtc.quant.primitives import round_fp16
+from xtc.engine import Engine
 from xtc.runtime import load
 from xtc.size import size_report
 
@@ -295,3 +296,5 @@ def test_an_architecture_that_does_not_fit_the_tensors_is_refused(packed_dir, tm
         rewrite(folder, packed, header={**packed.header, "architecture": {**packed.header["architecture"], key: value}})
         with pytest.raises(XtcError, match=message):
             load(folder)
+        with pytest.raises(XtcError, match=message if key != "hidden_size" else "not a multiple of"):
+            Engine.load(folder)  # the torch-free engine checks the same

@@ -53,6 +53,10 @@ class PackedModel:
         """The float32 scales of a quantized logical tensor: (1, 1), (rows, 1) or (rows, groups)."""
         return self.tensors_of(name)[".scale"]
 
+    def layer_count(self, layers: str) -> int:
+        """How many transformer layers the file holds: the distinct indices ``i`` of ``{layers}.{i}.*`` tensors."""
+        return len({n[len(layers) + 1:].split(".")[0] for n in self.header["tensors"] if n.startswith(layers + ".")})
+
     def dequantized(self, name: str) -> np.ndarray:
         """The float32 values of one logical tensor (for checks and the reference path)."""
         return self.codec(name).decode(self.tensors_of(name), self.entry(name))
