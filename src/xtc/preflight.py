@@ -28,7 +28,7 @@ def resolve_recipe(config: RunConfig) -> Recipe:
         if config.teacher_layers is not None:
             raise XtcError("give the layers either with --teacher-layers or in the DeepSpeed config, not both")
         recipe = recipe_from_deepspeed(config.deepspeed_config, load_recipe(config.recipe),
-                                       model_config(config.teacher or config.model)["model_type"])
+                                       str(model_config(config.teacher or config.model).get("model_type")))
         recipe = with_overrides(recipe, config.set, f"the recipe of {config.deepspeed_config}")
     if config.teacher_layers is None:
         return recipe
@@ -62,6 +62,8 @@ def check_run(config: RunConfig) -> Recipe:
     recipe = resolve_recipe(config)
     teacher = model_config(config.teacher or config.model)
     arch = architecture(str(teacher.get("model_type")))
+    if not isinstance(teacher.get(arch.num_layers_key), int):
+        raise XtcError(f"{config.teacher or config.model}: its config.json has no {arch.num_layers_key}")
     layers = {recipe.stages[0].name: teacher[arch.num_layers_key]}  # each stage's layer count, as far as known
     problems = []
     recorded = teacher.get("finetuning_task") if config.teacher is not None else None
