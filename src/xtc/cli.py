@@ -188,7 +188,7 @@ def run(**values):
         return
     from xtc.pipeline import format_table, run_recipe
 
-    rows = run_recipe(config)
+    rows = run_recipe(config, recipe)
     if not _is_main_process():
         return
     click.echo(format_table(rows, get_task(config.task)))

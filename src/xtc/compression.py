@@ -35,6 +35,7 @@ def compress(model: str, task: str, out: str | Path, recipe: str = "xtc-w1a8-l3"
     from pydantic import ValidationError
 
     from xtc.errors import format_validation_error
+    from xtc.models import model_and_tokenizer
     from xtc.packed.export import write_packed
     from xtc.pipeline import run_recipe
 
@@ -47,7 +48,7 @@ def compress(model: str, task: str, out: str | Path, recipe: str = "xtc-w1a8-l3"
     model_dir = Path(out) / rows[-1]["stage"]
     packed_dir = None
     if export and (model_dir / "config.json").is_file() and rows[-1]["bits"] != "FP32":
-        stage_model, tokenizer = _stage_model(model_dir)
+        stage_model, tokenizer = model_and_tokenizer(model_dir)
         packed_dir = write_packed(stage_model, Path(out) / "packed", tokenizer)
     return CompressResult(stages=rows, model_dir=model_dir, packed_dir=packed_dir)
 
@@ -56,18 +57,8 @@ def export(model, out_dir: str | Path, tokenizer=None, **options) -> Path:
     """Write a quantized model packed into ``out_dir`` (SPEC.md): a stage folder of `xtc run` (its
     tokenizer comes with it) or an in-memory model quantized with ``quantize_`` and its ``tokenizer``.
     ``options``: ``ternary``, ``int8_tensors``, ``kept`` (``xtc.packed.export.write_packed``)."""
+    from xtc.models import model_and_tokenizer
     from xtc.packed.export import write_packed
 
-    if isinstance(model, (str, Path)):
-        model, stage_tokenizer = _stage_model(model)
-        tokenizer = tokenizer or stage_tokenizer
-    if tokenizer is None:
-        raise XtcError("export of an in-memory model needs its tokenizer")
+    model, tokenizer = model_and_tokenizer(model, tokenizer)
     return write_packed(model, out_dir, tokenizer, **options)
-
-
-def _stage_model(folder: str | Path) -> tuple:
-    """(model, tokenizer) of a stage folder."""
-    from xtc.models import load_model, load_tokenizer
-
-    return load_model(folder)[0], load_tokenizer(folder)

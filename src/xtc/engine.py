@@ -102,9 +102,10 @@ class Engine:
             raise XtcError(f"{folder}: header field architecture.pad_token_id is {pad!r}, expected a token id")
         if not isinstance(config.get("id2label", {}), dict):
             raise XtcError(f"{folder}: header field architecture.id2label is not a mapping")
-        if sizes["num_hidden_layers"] != self.packed.layer_count(self.arch.layers):
+        held = self.packed.layer_count(self.arch.layers)
+        if sizes["num_hidden_layers"] != held:
             raise XtcError(f"{folder}: header field architecture.num_hidden_layers is {sizes['num_hidden_layers']}, "
-                           f"but the file holds {self.packed.layer_count(self.arch.layers)} layers")
+                           f"but the file holds {held} layers")
         H, I = sizes["hidden_size"], sizes["intermediate_size"]
         if H % sizes["num_attention_heads"]:
             raise XtcError(f"{folder}: hidden_size {H} is not a multiple of num_attention_heads "

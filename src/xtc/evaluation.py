@@ -8,13 +8,13 @@ from accelerate import Accelerator
 
 from xtc.data.batching import make_loader, tokenize
 from xtc.data.glue import load_examples
-from xtc.data.metrics import compute_metrics, degenerate
+from xtc.data.metrics import compute_metrics, degenerate, warn_degenerate
 from xtc.data.tasks import GlueTask, check_recorded_task, get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
 from xtc.packed.layout import WEIGHTS_FILE
 from xtc.recipe import EvalConfig
-from xtc.progress import bar, note
+from xtc.progress import bar
 
 
 @torch.no_grad()
@@ -83,7 +83,5 @@ def evaluate(config: EvalConfig) -> dict[str, dict[str, float]]:
     model = accelerator.prepare(model)
     features = dev_sets(task, tokenizer, config.split, config.glue_dir, config.max_seq_length, config.max_eval_samples)
     results, flags = score(model, tokenizer, task, features, config.batch_size, accelerator)
-    for split, reason in flags.items():
-        note(f"warning: {config.model} on {task.name} {split}: {reason}: the model has learnt nothing usable",
-             warning=True)
+    warn_degenerate(config.model, task, flags)
     return results

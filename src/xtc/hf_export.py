@@ -22,13 +22,9 @@ from xtc.quant.primitives import round_fp16
 
 def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
     """Write ``model`` (in memory, or a stage folder) dequantized to ``out_dir``."""
-    from xtc.models import load_model, load_tokenizer, quiet_transformers
+    from xtc.models import model_and_tokenizer, quiet_transformers
 
-    if isinstance(model, (str, Path)):
-        tokenizer = tokenizer or load_tokenizer(model)
-        model, _ = load_model(model)
-    if tokenizer is None:
-        raise XtcError("export of an in-memory model needs its tokenizer")
+    model, tokenizer = model_and_tokenizer(model, tokenizer)
     if not quantized_modules(model):
         raise XtcError("the model is not quantized: quantize it (xtc.quantize_ or an xtc run stage) first")
     model = copy.deepcopy(model)  # the caller's model stays quantized

@@ -156,6 +156,16 @@ def load_model(name: str | os.PathLike, task=None):
     return model, not trained_for_task
 
 
+def model_and_tokenizer(model, tokenizer=None) -> tuple:
+    """``(model, tokenizer)`` of a model folder (its own tokenizer unless one is given), or of an in-memory
+    model, whose tokenizer must then be given: what the exporters take."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)[0], tokenizer or load_tokenizer(model)
+    if tokenizer is None:
+        raise XtcError("export of an in-memory model needs its tokenizer")
+    return model, tokenizer
+
+
 def _rebuild_quantization(model, folder: Path) -> None:
     """A folder saved by xtc records its quantization: wrap the same modules again, then load the
     tensors quantize_ adds (static activation ranges), which from_pretrained does not know."""

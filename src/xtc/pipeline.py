@@ -26,7 +26,7 @@ from xtc.models import load_model, load_tokenizer
 from xtc.preflight import check_run
 from xtc.quant.apply import quantize_, unquantize_
 from xtc.quant.config import get_quant_config
-from xtc.recipe import RunConfig, StageConfig
+from xtc.recipe import Recipe, RunConfig, StageConfig
 from xtc.layer_choice import default_teacher_layers
 from xtc.reduce import reduce_layers
 from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
@@ -147,9 +147,10 @@ class _Run:
     accelerator: object
 
 
-def run_recipe(config: RunConfig) -> list[dict]:
-    """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json)."""
-    recipe = check_run(config)
+def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
+    """Run every stage of the recipe; returns one summary row per stage (also in OUT/summary.json).
+    ``recipe``: the one ``check_run(config)`` returned, when the caller has checked the run already."""
+    recipe = recipe or check_run(config)
     task = get_task(config.task)
     out = Path(config.out)
     reused = config.reused()

@@ -160,10 +160,10 @@ def _checked_architecture(packed: PackedModel, auto_config) -> dict:
         if default is not None and value is not None and not _same_kind(value, default):
             raise XtcError(f"{packed.folder}: header field architecture.{key} is {value!r}, expected "
                            f"{type(default).__name__}")
-    if config.get(arch.num_layers_key) != packed.layer_count(arch.layers):
+    held = packed.layer_count(arch.layers)
+    if config.get(arch.num_layers_key) != held:
         raise XtcError(f"{packed.folder}: header field architecture.{arch.num_layers_key} is "
-                       f"{config.get(arch.num_layers_key)!r}, but the file holds {packed.layer_count(arch.layers)} "
-                       "layers")
+                       f"{config.get(arch.num_layers_key)!r}, but the file holds {held} layers")
     return {**config, **_RUN_SETTINGS}
 
 

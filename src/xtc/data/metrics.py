@@ -12,6 +12,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from xtc.data.tasks import GlueTask
+from xtc.progress import note
 
 _METRICS = {
     "accuracy": lambda p, y: accuracy_score(y, p),
@@ -29,6 +30,12 @@ def compute_metrics(task: GlueTask, predictions: Sequence, labels: Sequence) -> 
     values = {name: float(_METRICS[name](p, y)) for name in task.metrics}
     values["score"] = float(np.mean(list(values.values())))
     return values
+
+
+def warn_degenerate(model: str, task: GlueTask, flags: dict[str, str]) -> None:
+    """A warning line for each split whose predictions are degenerate (``{split: degenerate's reason}``)."""
+    for split, reason in flags.items():
+        note(f"warning: {model} on {task.name} {split}: {reason}: the model has learnt nothing usable", warning=True)
 
 
 def degenerate(task: GlueTask, predictions: Sequence) -> str | None:

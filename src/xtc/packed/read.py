@@ -120,7 +120,7 @@ def _v1_entry(name: str, entry, quant) -> dict:
 
 
 def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> None:
-    owned = set()
+    owned, digests = set(), header["tensor_sha256"]  # no digests: a version 1 file
     for name, entry in header["tensors"].items():
         codec = CODECS[entry["encoding"]]
         tensors = {}
@@ -133,7 +133,6 @@ def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> N
                                f"expected {dtype}{list(shape)}")
             tensors[suffix] = stored[key]
             owned.add(key)
-        digests = header["tensor_sha256"]
         for suffix, array in tensors.items():
             if digests and digests.get(name + suffix) != _sha256(array):
                 raise XtcError(f"{path}: tensor {name + suffix} does not match its checksum (the file is corrupted)")
