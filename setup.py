@@ -11,9 +11,10 @@ setup(
     ext_modules=[
         Extension(
             "xtc.kernels._lowbit",
-            sources=[f"src/xtc/kernels/{name}.c" for name in ("gemm", "threads", "module")],
-            depends=["src/xtc/kernels/lowbit.h"],
-            extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            sources=[f"src/xtc/kernels/{name}.c" for name in ("gemm", "forward", "threads", "module")],
+            depends=["src/xtc/kernels/lowbit.h", "src/xtc/kernels/forward.h"],
+            extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-Wno-psabi"],  # forward.c's vector types: always inlined, no ABI to keep
             extra_link_args=["-pthread"],
             libraries=["dl"],  # dlopen: finding the process's OpenMP runtime (glibc < 2.34)
         )

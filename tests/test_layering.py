@@ -17,7 +17,7 @@ LAYERS = {
     "packed": ["xtc.packed", "xtc.packed.layout", "xtc.packed.bits", "xtc.packed.codecs", "xtc.packed.header",
                "xtc.packed.read", "xtc.packed.export"],
     "models and engine": ["xtc.models", "xtc.onnx_import", "xtc.recipe_io", "xtc.checkpoint", "xtc.hf_export",
-                          "xtc.size", "xtc.kernels", "xtc.runtime", "xtc.engine"],
+                          "xtc.size", "xtc.kernels", "xtc.runtime", "xtc.engine", "xtc.bench"],
     "training": ["xtc.data", "xtc.data.glue", "xtc.data.batching", "xtc.data.metrics", "xtc.data.augment",
                  "xtc.distill", "xtc.reduce", "xtc.teacher_cache", "xtc.evaluation", "xtc.predict", "xtc.train",
                  "xtc.deepspeed_config", "xtc.packed_eval"],

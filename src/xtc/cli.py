@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from xtc.provenance import VERSION
 from xtc.errors import XtcError, format_validation_error
-from xtc.recipe import EvalConfig, ExportConfig, FinetuneConfig, PredictConfig, RunConfig, SizeConfig
+from xtc.recipe import BenchConfig, EvalConfig, ExportConfig, FinetuneConfig, PredictConfig, RunConfig, SizeConfig
 
 # Model hubs are never reached at run time unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,7 +55,8 @@ def config_options(config_cls: type[BaseModel], positional: tuple[str, ...] = ()
             else:
                 default = None if field.is_required() else field.default
                 repeat = bool((field.json_schema_extra or {}).get("repeatable"))
-                shown = f"  [default: {default}]" if default not in (None, ()) else ""
+                shown_default = ",".join(map(str, default)) if isinstance(default, tuple) else default  # as typed: 16,32
+                shown = f"  [default: {shown_default}]" if default not in (None, ()) else ""
                 suffix = "  [required]" if field.is_required() else shown
                 metavar = {int: "INT", float: "FLOAT", Path: "PATH"}.get(kind, "TEXT")
                 command = click.option(flag, name, default=None, multiple=repeat, metavar=metavar,
@@ -254,6 +255,19 @@ def predict_(as_json: bool, **values):
             click.echo(json.dumps({"text": example, **result}))
         else:
             click.echo(f"{result['label'] if result['label'] is not None else ''}\t{result['score']:.4f}")
+
+
+@main.command()
+@config_options(BenchConfig, positional=("model",))
+@click.option("--json", "as_json", is_flag=True, help="print the machine, the model and every row as JSON")
+def bench(as_json: bool, **values):
+    """Latency percentiles, throughput and peak memory of a packed model, per thread count, batch size and
+    sequence length (random token ids; the torch-free engine)."""
+    config = build_config(BenchConfig, values)
+    from xtc.bench import bench as run, format_table  # after the flag checks: numpy and the engine load
+
+    result = run(config)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 
 @main.command()

@@ -1,87 +1,106 @@
-"""A torch-free engine for packed models (issue 18, first step): the whole BERT encoder forward in numpy
-over the packed weights, the 1-/2-bit Linears in the C kernels (``xtc.kernels``: per-token 8-bit
-quantization fused in, exact integer sums). Nothing here imports torch or transformers.
+"""A torch-free engine for packed models: the whole encoder forward in one C call
+(``xtc/kernels/forward.c``) over the packed weights, which stay packed in memory (the word table is
+decoded row by row on lookup). Nothing here imports torch or transformers.
 
 Shapes: ``B`` sequences of ``T`` tokens, hidden size ``H``, ``A`` heads of ``D = H / A`` features.
-Numerics: the low-bit products are bit-exact against the fake-quant model (the same codes and integer
-sums); every other op is float32 numpy, so logits agree with the fake-quant model within float
-rounding (tests: 1e-3 of the largest logit).
+Numerics: the low-bit products are exact integer sums of the same codes as the fake-quant model; the
+float ops round differently from torch's (order of sums, exp), so an 8-bit activation code on a
+rounding boundary can flip: logits agree with the fake-quant model to float rounding on most rows
+and within about 1e-2 of the largest logit on all (tests; benchmarks/packed/accuracy.md for GLUE).
+The three kernel paths (reference, AVX2, AVX-512) give the same bits.
 """
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xtc import kernels
+from xtc.kernels import _lowbit
 from xtc.arch import architecture
 from xtc.errors import XtcError
-from xtc.packed.codecs import LOW_BIT
+from xtc.packed.codecs import KEPT, LOW_BIT
 from xtc.packed.read import PackedModel, read_packed
 
 
-@dataclass
-class _Linear:
-    """y = x @ W.T + b, over packed 1-/2-bit codes (C kernels) or float32 weights (N, K)."""
-
-    weights: kernels.LowbitWeights | np.ndarray
-    alpha: np.ndarray | None  # (1,) or (N,): the low-bit scales
-    bias: np.ndarray | None  # (N,)
-
-    def __call__(self, x: np.ndarray, threads: int) -> np.ndarray:  # (..., K) -> (..., N)
-        rows = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
-        if isinstance(self.weights, np.ndarray):
-            y = rows @ self.weights.T
-            if self.bias is not None:
-                y += self.bias
-        else:
-            y = kernels.linear(rows, self.weights, self.alpha, self.bias, threads=threads)
-        return y.reshape(*x.shape[:-1], -1)
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:  # the exact (erf) GELU of BERT's "gelu"
-    from scipy.special import erf  # (an erf approximation to 1.5e-7 flipped more 8-bit codes: measured)
-
-    return (0.5 * x * (1.0 + erf(x / np.float32(math.sqrt(2.0))))).astype(np.float32)
-
-
-_ACTIVATIONS = {"gelu": _gelu, "relu": lambda x: np.maximum(x, 0)}
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + np.float32(eps)) * weight + bias
+_ACTIVATIONS = {"gelu": 0, "relu": 1, "tanh": 2}  # forward.h's ACT_*
+# forward.h's WORD_*: how the word table is stored, by encoding
+_WORD_KINDS = {"fp32": 0, "fp16": 1, "binary": 2, "ternary2": 3, "ternary_base3": 4, "int8_row": 5}
+_POOLER_ACTIVATION = "tanh"  # BERT's pooler
 
 
 class Engine:
     """A packed BERT classifier: ``engine.logits(input_ids, attention_mask, token_type_ids)``, int arrays
     ``(B, T)`` -> float32 ``(B, num_labels)``; ``engine.encode`` tokenizes raw text for it."""
 
-    def __init__(self, packed: PackedModel, threads: int = 1):
+    def __init__(self, packed: PackedModel, threads: int = 1, path: str | None = None):
         config = packed.header["architecture"]
         if config.get("model_type") != "bert":
             raise XtcError(f"{packed.folder}: the torch-free engine runs BERT models so far; "
                            f"this one is {config.get('model_type')!r} (use xtc.runtime.load)")
         self.arch, self.config, self.packed, self.threads = architecture("bert"), config, packed, threads
         self._check_geometry()
-        self.heads = config["num_attention_heads"]
-        self.eps = config.get("layer_norm_eps", 1e-12)
         act = config.get("hidden_act", "gelu")
         if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise XtcError(f"{packed.folder}: activation {act!r} is not one the engine runs ({', '.join(_ACTIVATIONS)})")
-        self.act = _ACTIVATIONS[act]
-        self.num_layers = config[self.arch.num_layers_key]
-        self.floats = {n: packed.dequantized(n) for n, e in packed.header["tensors"].items()
-                       if e["encoding"] not in LOW_BIT}
-        self.linears = {}
-        names = [f"{self.arch.layers}.{i}.{getattr(self.arch, role)}" for i in range(self.num_layers)
-                 for role in ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")]
-        for name in [*names, self.arch.pooler, "classifier"]:
-            self.linears[name] = self._linear(name)
-        self.word = self.arch.word_embeddings + ".weight"
+        self._model = _lowbit.model(*self._model_spec(act))
         self._tokenizer = None
+        self._path = kernels.path_id(path)  # None: the fastest path this CPU runs
+
+    def _float(self, name: str) -> np.ndarray:
+        return np.ascontiguousarray(self.packed.dequantized(name), np.float32)
+
+    def _model_spec(self, act: str) -> tuple:
+        """The arguments of ``_lowbit.model`` (module.c): the geometry, then every tensor, in forward.h's order."""
+        config, arch, e = self.config, self.arch, self.arch.embeddings
+        H, L = config["hidden_size"], config[arch.num_layers_key]
+        labels = self.packed.entry("classifier.weight")["shape"][0]
+        dims = (H, config["intermediate_size"], config["num_attention_heads"], L, labels, config["vocab_size"],
+                config["max_position_embeddings"], config["type_vocab_size"])
+        word, entry = arch.word_embeddings + ".weight", self.packed.entry(arch.word_embeddings + ".weight")
+        if entry["encoding"] not in _WORD_KINDS or entry.get("granularity") == "group":
+            raise XtcError(f"{self.packed.folder}: the engine does not run word embeddings stored as "
+                           f"{entry['encoding']} ({entry.get('granularity')} scales)")
+        tensors = self.packed.tensors_of(word)
+        if entry["encoding"] in KEPT:
+            table, scale = tensors[""], None
+        else:
+            table, scale = tensors[self.packed.codec(word).suffix], self.packed.scale(word).reshape(-1)
+        table = np.ascontiguousarray(table)
+        layers = []
+        for i in range(L):
+            layer = f"{arch.layers}.{i}"
+            qkv = self._linear([f"{layer}.{getattr(arch, r)}" for r in ("query", "key", "value")])
+            linears = [self._linear([f"{layer}.{getattr(arch, r)}"]) for r in ("attention_output", "ffn_in", "ffn_out")]
+            norms = [self._float(f"{layer}.{n}.{p}") for n in ("attention.output.LayerNorm", "output.LayerNorm")
+                     for p in ("weight", "bias")]
+            layers.append((qkv, *linears, *norms))
+        return (dims, float(config.get("layer_norm_eps", 1e-12)), _ACTIVATIONS[act], _ACTIVATIONS[_POOLER_ACTIVATION],
+                _WORD_KINDS[entry["encoding"]], table.view(np.uint8).reshape(table.shape[0], -1),
+                table.nbytes // table.shape[0], scale, self._float(f"{e}.position_embeddings.weight"),
+                self._float(f"{e}.token_type_embeddings.weight"), self._float(f"{e}.LayerNorm.weight"),
+                self._float(f"{e}.LayerNorm.bias"), tuple(layers), self._linear([arch.pooler]),
+                self._linear(["classifier"]))
+
+    def _linear(self, names: list[str]) -> tuple:
+        """One Linear of ``module.c``'s spec, ``(Kp, neg, nonzero, colsum, alpha, w, bias)``, from one or more
+        (stacked: Q, K and V make one product) Linears of the file, all low-bit or all float."""
+        entries = [self.packed.entry(f"{n}.weight") for n in names]
+        biases = [self._float(f"{n}.bias") for n in names]
+        bias = np.ascontiguousarray(np.concatenate(biases), np.float32)
+        low_bit = [e["encoding"] in LOW_BIT for e in entries]
+        if not any(low_bit):
+            w = np.concatenate([self._float(f"{n}.weight") for n in names])
+            return (w.shape[1], None, None, None, None, np.ascontiguousarray(w, np.float32), bias)
+        if not all(low_bit) or any(e.get("granularity") == "group" or e.get("act_bits") != 8 for e in entries):
+            raise XtcError(f"{self.packed.folder}: {names[0]}: the engine runs 1-/2-bit Linears with one scale per "
+                           "matrix or row on 8-bit dynamic inputs (and Q, K, V all low-bit or all kept)")
+        codes = np.concatenate([self.packed.codes(f"{n}.weight") for n in names])
+        weights = kernels.prepare(codes, max(e["bits"] for e in entries))
+        alphas = [self.packed.scale(f"{n}.weight").reshape(-1) for n in names]
+        if len(names) > 1 or alphas[0].size > 1:  # stacked matrices: one scale per output row
+            alphas = [np.broadcast_to(a, (e["shape"][0],)) for a, e in zip(alphas, entries)]
+        alpha = np.ascontiguousarray(np.concatenate(alphas), np.float32)
+        return (weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum, alpha, None, bias)
 
     def _check_geometry(self) -> None:
         """The header's sizes are positive integers and give every tensor the file holds, of its shape, and
@@ -137,20 +156,11 @@ class Engine:
         if extra:
             raise XtcError(f"{folder}: tensor {extra[0]} is not part of the header's BERT architecture")
 
-    def _linear(self, name: str) -> _Linear:
-        entry = self.packed.entry(f"{name}.weight")
-        bias = self.floats.get(f"{name}.bias")
-        if entry["encoding"] in LOW_BIT:
-            if entry["granularity"] == "group" or entry["act_bits"] != 8:
-                raise XtcError(f"{self.packed.folder}: {name}: the engine runs 1-/2-bit Linears with one scale per "
-                               "matrix or row on 8-bit dynamic inputs")
-            weights = kernels.prepare(self.packed.codes(f"{name}.weight"), entry["bits"])
-            return _Linear(weights, self.packed.scale(f"{name}.weight").reshape(-1), bias)
-        return _Linear(self.floats[f"{name}.weight"], None, bias)
-
     @classmethod
-    def load(cls, folder: str | Path, threads: int = 1) -> "Engine":
-        return cls(read_packed(folder), threads)
+    def load(cls, folder: str | Path, threads: int = 1, path: str | None = None) -> "Engine":
+        """``threads``: the engine's own threads (1..N); ``path``: a kernel path of ``xtc.kernels.PATHS``
+        (default: the fastest; all give the same logits bit for bit)."""
+        return cls(read_packed(folder), threads, path)
 
     def encode(self, columns: list[list[str]], max_seq_length: int) -> dict[str, np.ndarray]:
         """Texts (one list, or two for pairs) -> ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T),
@@ -171,59 +181,23 @@ class Engine:
                 "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)}
 
-    def _embeddings(self, ids: np.ndarray, token_types: np.ndarray) -> np.ndarray:  # (B, T) -> (B, T, H)
-        entry = self.packed.entry(self.word)
-        if entry["encoding"] in LOW_BIT:
-            codec, flat = self.packed.codec(self.word), ids.reshape(-1)
-            scale = self.packed.scale(self.word)
-            rows = codec.unpacker(self.packed.packed_codes(self.word)[flat], entry["shape"][1]).astype(np.float32)
-            words = rows * (scale if scale.shape[0] == 1 else scale[flat])
-        else:
-            words = self.floats[self.word][ids.reshape(-1)]
-        base = self.arch.embeddings
-        positions = self.floats[f"{base}.position_embeddings.weight"][: ids.shape[1]]  # (T, H)
-        types = self.floats[f"{base}.token_type_embeddings.weight"][token_types]  # (B, T, H)
-        x = words.reshape(*ids.shape, -1) + positions + types
-        return _layer_norm(x, self.floats[f"{base}.LayerNorm.weight"], self.floats[f"{base}.LayerNorm.bias"], self.eps)
-
-    def _attention(self, x: np.ndarray, mask_bias: np.ndarray, layer: str) -> np.ndarray:
-        B, T, H = x.shape
-        D = H // self.heads
-
-        def heads(role):  # (B, T, H) -> (B, A, T, D)
-            return self.linears[f"{layer}.{getattr(self.arch, role)}"](x, self.threads).reshape(B, T, self.heads, D) \
-                .transpose(0, 2, 1, 3)
-
-        q, k, v = heads("query"), heads("key"), heads("value")
-        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(math.sqrt(D)) + mask_bias  # (B, A, T, T)
-        scores -= scores.max(-1, keepdims=True)
-        weights = np.exp(scores)
-        weights /= weights.sum(-1, keepdims=True)
-        return (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, H)
-
     def logits(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
-        ids = np.asarray(input_ids, dtype=np.int64)
-        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
-        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape[1] > self.config["max_position_embeddings"]:
-            raise XtcError(f"input_ids must be (batch, tokens) with at most {self.config['max_position_embeddings']} "
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.config["max_position_embeddings"] or not ids.shape[0]:
+            raise XtcError(f"input_ids must be (batch, tokens) with 1 to {self.config['max_position_embeddings']} "
                            f"tokens, got {list(ids.shape)}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.config["vocab_size"]):
+        if ids.min() < 0 or ids.max() >= self.config["vocab_size"]:
             raise XtcError(f"token ids must be in 0..{self.config['vocab_size'] - 1}")
-        mask_bias = np.where(mask[:, None, None, :] > 0, 0, np.finfo(np.float32).min).astype(np.float32)
-        x = self._embeddings(ids, types)
-        for i in range(self.num_layers):
-            layer = f"{self.arch.layers}.{i}"
-            attended = self.linears[f"{layer}.{self.arch.attention_output}"](self._attention(x, mask_bias, layer),
-                                                                             self.threads)
-            x = _layer_norm(attended + x, self.floats[f"{layer}.attention.output.LayerNorm.weight"],
-                            self.floats[f"{layer}.attention.output.LayerNorm.bias"], self.eps)
-            hidden = self.act(self.linears[f"{layer}.{self.arch.ffn_in}"](x, self.threads))
-            out = self.linears[f"{layer}.{self.arch.ffn_out}"](hidden, self.threads)
-            x = _layer_norm(out + x, self.floats[f"{layer}.output.LayerNorm.weight"],
-                            self.floats[f"{layer}.output.LayerNorm.bias"], self.eps)
-        pooled = np.tanh(self.linears[self.arch.pooler](x[:, 0], self.threads))
-        logits = self.linears["classifier"](pooled, self.threads)
+        B, T = ids.shape
+        mask = np.ones_like(ids) if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=np.int64)
+        types = np.zeros_like(ids) if token_type_ids is None else np.ascontiguousarray(token_type_ids, dtype=np.int64)
+        if mask.shape != ids.shape or types.shape != ids.shape:
+            raise XtcError(f"attention_mask and token_type_ids must be {list(ids.shape)} like input_ids")
+        if types.min() < 0 or types.max() >= self.config["type_vocab_size"]:
+            raise XtcError(f"token type ids must be in 0..{self.config['type_vocab_size'] - 1}")
+        positions = np.ascontiguousarray(np.broadcast_to(np.arange(T, dtype=np.int64), (B, T)))
+        logits = np.empty((B, self.packed.entry("classifier.weight")["shape"][0]), np.float32)
+        _lowbit.forward(self._model, ids, positions, types, mask, B, T, logits, self._path, self.threads)
         if not np.isfinite(logits).all():
             raise XtcError(f"{self.packed.folder}: the model computed non-finite logits (its stored values overflow)")
         return logits

@@ -242,6 +242,42 @@ class PredictConfig(Schema):
         return self
 
 
+def _int_list(value):
+    """``("16,32", "64")`` (comma lists, the flag repeated or both) -> (16, 32, 64); a list of ints passes."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    numbers = []
+    for item in items:
+        for part in str(item).split(",") if isinstance(item, str) else [item]:
+            try:
+                number = int(part)
+            except (TypeError, ValueError):
+                raise ValueError(f"{part!r} is not a whole number; give a list such as 16,32,64") from None
+            if number < 1:
+                raise ValueError(f"{number} is not positive; give a list such as 16,32,64")
+            numbers.append(number)
+    return tuple(numbers)
+
+
+class BenchConfig(Schema):
+    """Latency, throughput and memory of a packed model on the torch-free engine, over a grid of
+    thread counts x batch sizes x sequence lengths."""
+
+    model: str = Field(description="a packed BERT folder")
+    tokens: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1, json_schema_extra={"repeatable": True},
+                                    description="sequence lengths, e.g. 16,32 (repeatable)")
+    batch: tuple[int, ...] = Field((1,), min_length=1, json_schema_extra={"repeatable": True},
+                                   description="batch sizes, e.g. 1,8 (repeatable)")
+    threads: tuple[int, ...] = Field((1,), min_length=1, json_schema_extra={"repeatable": True},
+                                     description="engine thread counts, e.g. 1,2 (repeatable)")
+    repeats: int = Field(20, ge=1, description="timed calls per point")
+    warmup: int = Field(3, ge=0, description="untimed calls per point before the timed ones")
+
+    @field_validator("tokens", "batch", "threads", mode="before")
+    @classmethod
+    def _lists(cls, value):
+        return _int_list(value)
+
+
 class RunConfig(DataArgs, RunArgs):
     """Run a recipe's stages: teacher -> layer-reduced student -> quantized student."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from xtc.kernels import _lowbit
 
-_API_VERSION = 2  # of the C functions this module calls (API_VERSION in module.c)
+_API_VERSION = 3  # of the C functions this module calls (API_VERSION in module.c)
 if getattr(_lowbit, "API_VERSION", 1) != _API_VERSION:
     raise ImportError(f"xtc's C kernels ({_lowbit.__file__}) are an older build than its Python code; rebuild them: "
                       "pip install -e . (or python setup.py build_ext --inplace)")
@@ -47,7 +47,7 @@ def threading() -> str:
     return _lowbit.threading()
 
 
-def _path_id(path: str | None) -> int:
+def path_id(path: str | None) -> int:
     if path is None:
         return 0
     if path not in PATHS:
@@ -122,7 +122,7 @@ def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
     kp = padded_in_features or -(-k // 4) * 4
     a = np.empty((-(-m // _MR) * _MR, kp), np.uint8)
     scale = np.empty(m, np.float32)
-    _lowbit.quantize_rows(x, m, k, a, a.shape[0], kp, scale, _path_id(path), _threads)
+    _lowbit.quantize_rows(x, m, k, a, a.shape[0], kp, scale, path_id(path), _threads)
     return a, scale
 
 
@@ -134,7 +134,7 @@ def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None)
     a[:m, :k] = q.astype(np.int16) + 128
     acc = np.empty((m, weights.out_features), np.int32)
     _lowbit.gemm(a, m, weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum,
-                 weights.out_features, acc, _path_id(path), _threads)
+                 weights.out_features, acc, path_id(path), _threads)
     return acc
 
 
@@ -153,7 +153,7 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
     alpha = np.ascontiguousarray(alpha, np.float32).reshape(-1)
     bias = None if bias is None else np.ascontiguousarray(bias, np.float32).reshape(-1)
     _lowbit.linear(x, m, weights.in_features, weights.padded_in_features, weights.neg, weights.nonzero,
-                   weights.colsum, weights.out_features, alpha, bias, y, _path_id(path), threads or _threads)
+                   weights.colsum, weights.out_features, alpha, bias, y, path_id(path), threads or _threads)
     return y
 
 

@@ -232,7 +232,7 @@ AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t p
 int xtc_cpu_has(int path) {
 #ifdef XTC_X86
     __builtin_cpu_init();
-    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2");
+    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); /* forward.c */
     if (path == PATH_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");

@@ -67,7 +67,10 @@ int xtc_gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path);
 /* Rows of x (M, K) -> codes + 128 in a (row stride Kp; columns K..Kp not written) and scales. */
 void xtc_quantize_rows(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a, float *scale, int path);
 
-/* threads.c: the same, split across threads (the process's OpenMP team, else POSIX threads) */
+/* threads.c: the same, split across threads (the process's OpenMP team, else our pool of POSIX threads) */
+typedef void (*xtc_share_fn)(void *ctx, int t);
+/* share(ctx, t) for t in [0, count), on count threads; returns when all have run */
+void xtc_run_shares(xtc_share_fn share, void *ctx, int count);
 int xtc_gemm_parallel(const gemm_job *g, int path, int threads);
 /* Also writes the padding: columns K..Kp of every row and rows M..Mp (code 0, stored as 128). */
 void xtc_quantize_parallel(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,

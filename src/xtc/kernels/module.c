@@ -4,6 +4,7 @@
 #include <Python.h>
 #include <stdlib.h>
 
+#include "forward.h"
 #include "lowbit.h"
 
 static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t count, int writable,
@@ -157,6 +158,171 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     return finish(&h, ok, failed);
 }
 
+/* ---- the whole forward (forward.h) ---------------------------------------------------------------------
+ * model(spec) -> a capsule holding an xtc_model whose pointers are views of the spec's arrays (held,
+ * so the arrays live as long as the capsule); forward(model, ids, positions, types, mask, B, T, logits,
+ * path, threads). The spec's layout is built by xtc.engine (_model_spec). */
+typedef struct {
+    xtc_model m;
+    xtc_layer *layers;
+    Py_buffer *views;
+    int held, cap;
+} model_holder;
+
+static void free_holder(model_holder *h) {
+    while (h->held) PyBuffer_Release(&h->views[--h->held]);
+    free(h->views);
+    free(h->layers);
+    free(h);
+}
+
+static void model_destructor(PyObject *capsule) { free_holder(PyCapsule_GetPointer(capsule, "xtc.model")); }
+
+/* obj's buffer (None: NULL when may_be_none), itemsize x count bytes, held for the model's life */
+static const void *hold(model_holder *h, PyObject *obj, Py_ssize_t itemsize, Py_ssize_t count, const char *name,
+                        int may_be_none, int *ok) {
+    if (!*ok) return NULL;
+    if (obj == Py_None) {
+        if (!may_be_none) {
+            PyErr_Format(PyExc_ValueError, "%s is required", name);
+            *ok = 0;
+        }
+        return NULL;
+    }
+    if (get_buffer(obj, &h->views[h->held], itemsize, count, 0, name) < 0) {
+        *ok = 0;
+        return NULL;
+    }
+    return h->views[h->held++].buf;
+}
+
+static void hold_linear(model_holder *h, PyObject *spec, xtc_linear *l, int64_t N, int64_t K, int *ok) {
+    PyObject *neg, *nonzero, *colsum, *alpha, *w, *bias;
+    long long Kp;
+    if (!*ok) return;
+    if (!PyArg_ParseTuple(spec, "LOOOOOO", &Kp, &neg, &nonzero, &colsum, &alpha, &w, &bias)) {
+        *ok = 0;
+        return;
+    }
+    l->N = N, l->K = K, l->Kp = Kp;
+    if (neg != Py_None) {
+        if (Kp < K || Kp % 4) {
+            PyErr_SetString(PyExc_ValueError, "bad padded width");
+            *ok = 0;
+            return;
+        }
+        const int64_t words = (N + PANEL - 1) / PANEL * (Kp / 4);
+        l->neg = hold(h, neg, 8, words, "neg", 0, ok);
+        l->nonzero = hold(h, nonzero, 8, words, "nonzero", 1, ok);
+        l->colsum = hold(h, colsum, 4, N, "colsum", 0, ok);
+        if (*ok && PyObject_Length(alpha) != 1 && PyObject_Length(alpha) != N) {
+            PyErr_SetString(PyExc_ValueError, "alpha: 1 or N scales");
+            *ok = 0;
+            return;
+        }
+        l->alpha_per_row = *ok && PyObject_Length(alpha) == N && N > 1;
+        l->alpha = hold(h, alpha, 4, l->alpha_per_row ? N : 1, "alpha", 0, ok);
+    } else {
+        l->w = hold(h, w, 4, N * K, "w", 0, ok);
+    }
+    l->bias = hold(h, bias, 4, N, "bias", 1, ok);
+}
+
+static PyObject *py_model(PyObject *self, PyObject *args) {
+    PyObject *word, *word_scale, *pos, *types, *ln_w, *ln_b, *layers, *pooler, *classifier;
+    long long H, I, A, L, labels, vocab, max_pos, type_vocab, row_bytes;
+    double eps;
+    int act, pool_act, word_kind;
+    if (!PyArg_ParseTuple(args, "(LLLLLLLL)diiiOLOOOOOO!OO", &H, &I, &A, &L, &labels, &vocab, &max_pos, &type_vocab,
+                          &eps, &act, &pool_act, &word_kind, &word, &row_bytes, &word_scale, &pos, &types, &ln_w,
+                          &ln_b, &PyTuple_Type, &layers, &pooler, &classifier))
+        return NULL;
+    if (H < 1 || I < 1 || A < 1 || H % A || L < 0 || labels < 1 || vocab < 1 || max_pos < 1 || type_vocab < 1 ||
+        PyTuple_GET_SIZE(layers) != L || word_kind < WORD_FP32 || word_kind > WORD_INT8 || act < ACT_GELU ||
+        act > ACT_TANH || pool_act < ACT_GELU || pool_act > ACT_TANH)
+        return PyErr_Format(PyExc_ValueError, "bad model geometry");
+    model_holder *h = calloc(1, sizeof *h);
+    if (!h) return PyErr_NoMemory();
+    h->cap = (int)(16 + 40 * L);
+    h->views = calloc((size_t)h->cap, sizeof(Py_buffer));
+    h->layers = calloc((size_t)(L ? L : 1), sizeof(xtc_layer));
+    if (!h->views || !h->layers) {
+        free_holder(h);
+        return PyErr_NoMemory();
+    }
+    xtc_model *m = &h->m;
+    *m = (xtc_model){.H = H, .I = I, .A = A, .L = L, .labels = labels, .vocab = vocab, .max_pos = max_pos,
+                     .type_vocab = type_vocab, .eps = (float)eps, .act = act, .pool_act = pool_act,
+                     .word_kind = word_kind, .word_row_bytes = row_bytes, .layers = h->layers};
+    int ok = 1;
+    m->word = hold(h, word, 1, vocab * row_bytes, "word", 0, &ok);
+    if (ok && word_scale != Py_None) {
+        const Py_ssize_t n = PyObject_Length(word_scale);
+        m->word_scale_per_row = n == vocab && vocab > 1;
+        m->word_scale = hold(h, word_scale, 4, m->word_scale_per_row ? vocab : 1, "word_scale", 0, &ok);
+    }
+    m->pos = hold(h, pos, 4, max_pos * H, "pos", 0, &ok);
+    m->types = hold(h, types, 4, type_vocab * H, "types", 0, &ok);
+    m->emb_ln_w = hold(h, ln_w, 4, H, "emb_ln_w", 0, &ok);
+    m->emb_ln_b = hold(h, ln_b, 4, H, "emb_ln_b", 0, &ok);
+    for (int64_t i = 0; i < L && ok; i++) {
+        PyObject *qkv, *out, *fin, *fout, *w1, *b1, *w2, *b2;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(layers, i), "OOOOOOOO", &qkv, &out, &fin, &fout, &w1, &b1, &w2, &b2)) {
+            ok = 0;
+            break;
+        }
+        xtc_layer *l = &h->layers[i];
+        hold_linear(h, qkv, &l->qkv, 3 * H, H, &ok);
+        hold_linear(h, out, &l->attn_out, H, H, &ok);
+        hold_linear(h, fin, &l->ffn_in, I, H, &ok);
+        hold_linear(h, fout, &l->ffn_out, H, I, &ok);
+        l->ln1_w = hold(h, w1, 4, H, "ln1_w", 0, &ok);
+        l->ln1_b = hold(h, b1, 4, H, "ln1_b", 0, &ok);
+        l->ln2_w = hold(h, w2, 4, H, "ln2_w", 0, &ok);
+        l->ln2_b = hold(h, b2, 4, H, "ln2_b", 0, &ok);
+    }
+    hold_linear(h, pooler, &m->pooler, H, H, &ok);
+    hold_linear(h, classifier, &m->classifier, labels, H, &ok);
+    if (!ok) {
+        free_holder(h);
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(h, "xtc.model", model_destructor);
+    if (!capsule) free_holder(h);
+    return capsule;
+}
+
+static PyObject *py_forward(PyObject *self, PyObject *args) {
+    PyObject *mo, *io, *po, *to, *ko, *lo;
+    long long B, T;
+    int path, threads;
+    if (!PyArg_ParseTuple(args, "OOOOOLLOii", &mo, &io, &po, &to, &ko, &B, &T, &lo, &path, &threads)) return NULL;
+    const model_holder *mh = PyCapsule_GetPointer(mo, "xtc.model");
+    if (!mh) return NULL;
+    if ((path = resolve_path(path)) < 0) return NULL;
+    const xtc_model *m = &mh->m;
+    if (B < 1 || T < 1 || T > m->max_pos) return PyErr_Format(PyExc_ValueError, "bad input shape");
+    held_buffers h = {.held = 0};
+    int ok = 1, failed = 0;
+    const int64_t *ids = take(&h, io, 8, B * T, 0, "input_ids", &ok);
+    const int64_t *positions = take(&h, po, 8, B * T, 0, "positions", &ok);
+    const int64_t *types = take(&h, to, 8, B * T, 0, "token_type_ids", &ok);
+    const int64_t *mask = take(&h, ko, 8, B * T, 0, "attention_mask", &ok);
+    float *logits = take(&h, lo, 4, B * m->labels, 1, "logits", &ok);
+    for (int64_t i = 0; ok && i < B * T; i++) /* every index the forward looks up, in range */
+        if (ids[i] < 0 || ids[i] >= m->vocab || positions[i] < 0 || positions[i] >= m->max_pos || types[i] < 0 ||
+            types[i] >= m->type_vocab) {
+            PyErr_Format(PyExc_ValueError, "token %lld: id, position or token type out of range", (long long)i);
+            ok = 0;
+        }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        failed = xtc_forward(m, ids, positions, types, mask, B, T, logits, path, threads);
+        Py_END_ALLOW_THREADS
+    }
+    return finish(&h, ok, failed);
+}
+
 static PyObject *py_available_paths(PyObject *self, PyObject *noargs) {
     PyObject *out = PyList_New(0);
     const char *names[] = {"", "reference", "avx2", "avx512-vnni"};
@@ -180,6 +346,9 @@ static PyMethodDef methods[] = {
     {"linear", py_linear, METH_VARARGS,
      "linear(x, M, K, Kp, neg, nonzero, colsum, N, alpha, bias, y, path, threads): quantize and multiply"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(a, M, Kp, neg, nonzero, colsum, N, acc, path, threads): int32 products"},
+    {"model", py_model, METH_VARARGS, "model(spec): a capsule for forward (the spec: xtc.engine)"},
+    {"forward", py_forward, METH_VARARGS,
+     "forward(model, ids, positions, types, mask, B, T, logits, path, threads): the whole encoder forward"},
     {"available_paths", py_available_paths, METH_NOARGS, "the kernel paths this CPU runs, slowest first"},
     {"threading", py_threading, METH_NOARGS, "what runs the kernels' threads: 'openmp (LIB)' or 'pthreads'"},
     {NULL, NULL, 0, NULL},
@@ -189,7 +358,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_lowbit", .m_doc = "xtc low-bit kernels", .m_size = -1, .m_methods = methods};
 
 /* Bumped whenever the functions above change: xtc.kernels refuses a build older than its Python side. */
-#define API_VERSION 2
+#define API_VERSION 3
 
 PyMODINIT_FUNC PyInit__lowbit(void) {
     PyObject *m = PyModule_Create(&module);

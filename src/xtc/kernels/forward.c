@@ -1,0 +1,403 @@
+/* The whole encoder forward (forward.h): float ops in three builds of one C body, low-bit products
+ * from gemm.c, work split across threads by threads.c. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "lowbit.h"
+
+#define LANES 16 /* float sums run over 16 fixed lanes, then a fixed tree: the same order on every path */
+#define INLINE static inline __attribute__((always_inline))
+
+/* ---- scalar building blocks (inlined into each path's build, vectorized there) ------------------- */
+
+/* x rounded to an integer, for |x| < 2^22, round half to even: plain float adds, so it vectorizes */
+INLINE float round_small(float x) { return (x + 12582912.0f) - 12582912.0f; }
+
+/* e^x: Cephes' expf polynomial after a Cody-Waite reduction (about 1 ulp); 0 below -87.3 (as exp
+ * underflows: masked attention scores must weigh exactly 0), clamped above 88. */
+INLINE float exp_poly(float x) {
+    const int under = x < -87.33654f;
+    float xc = x < -87.33654f ? -87.33654f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    const float n = round_small(xc * 1.44269504088896341f);
+    float r = fmaf(n, -0.693359375f, xc);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    return under ? 0.0f : p * two_n.f;
+}
+
+/* erf as torch's vectorized CPU kernel computes it (Abramowitz & Stegun 7.1.26, with FMAs): the
+ * fake-quant model's GELU, so that the 8-bit codes quantized from it match. */
+INLINE float erf_as(float x) {
+    const float ax = fabsf(x);
+    const float t = 1.0f / fmaf(0.3275911f, ax, 1.0f);
+    float r = fmaf(1.061405429f, t, -1.453152027f);
+    r = fmaf(r, t, 1.421413741f);
+    r = fmaf(r, t, -0.284496736f);
+    r = fmaf(r, t, 0.254829592f);
+    const float y = fmaf(-exp_poly(-(x * x)) * t, r, 1.0f);
+    return copysignf(y, x);
+}
+
+INLINE float gelu(float v) { return v * 0.5f * (1.0f + erf_as(v * 0.70710678118654752f)); }
+
+INLINE float activate(float v, int act) {
+    if (act == ACT_GELU) return gelu(v);
+    if (act == ACT_RELU) return v > 0.0f ? v : 0.0f;
+    return tanhf(v);
+}
+
+/* in place over n values; one loop per activation, so that the GELU loop vectorizes */
+INLINE void activate_all(float *x, int64_t n, int act) {
+    if (act == ACT_GELU)
+        for (int64_t i = 0; i < n; i++) x[i] = gelu(x[i]);
+    else
+        for (int64_t i = 0; i < n; i++) x[i] = activate(x[i], act);
+}
+
+/* 16 floats as one value (GCC vector extensions: one zmm register on AVX-512, SSE pairs elsewhere).
+ * Products and sums on it are plain * and + (no FMA contraction in ISO C), the same bits everywhere. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+INLINE v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+INLINE v16 splat(float x) { return (v16){0} + x; }
+
+INLINE float tree(float *acc) {
+    for (int w = LANES / 2; w; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+
+/* acc[l] += f(i) for i = l, l + LANES, ...: blocks of LANES, then the tail (a form that vectorizes) */
+#define OVER_LANES(n, acc, expr)                                                   \
+    {                                                                              \
+        int64_t i0 = 0;                                                            \
+        for (; i0 + LANES <= (n); i0 += LANES)                                     \
+            for (int l = 0; l < LANES; l++) { const int64_t i = i0 + l; acc[l] = (expr); } \
+        for (int l = 0; i0 + l < (n); l++) { const int64_t i = i0 + l; acc[l] = (expr); }  \
+    }
+
+/* x = LayerNorm(x + y) of one row (y NULL: of x alone) */
+INLINE void add_layer_norm_row(float *x, const float *y, const float *w, const float *b, int64_t H, float eps) {
+    if (y)
+        for (int64_t i = 0; i < H; i++) x[i] = y[i] + x[i];
+    float acc[LANES] = {0}, sq[LANES] = {0};
+    OVER_LANES(H, acc, acc[l] + x[i])
+    const float mean = tree(acc) / (float)H;
+    OVER_LANES(H, sq, fmaf(x[i] - mean, x[i] - mean, sq[l]))
+    const float rstd = 1.0f / sqrtf(tree(sq) / (float)H + eps);
+    for (int64_t i = 0; i < H; i++) x[i] = fmaf((x[i] - mean) * rstd, w[i], b[i]);
+}
+
+static float half_to_float(uint16_t h) { /* exact */
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    union { uint32_t u; float f; } v;
+    if (exp == 0) {
+        v.f = (float)man * 5.9604644775390625e-8f; /* subnormal: man * 2^-24 */
+        v.u |= sign;
+    } else {
+        v.u = sign | (exp == 31 ? 0x7F800000u | (man << 13) : ((exp + 112) << 23) | (man << 13));
+    }
+    return v.f;
+}
+
+/* row `id` of the word table, decoded into out [H] */
+static void word_row(const xtc_model *m, int64_t id, float *out) {
+    const uint8_t *row = (const uint8_t *)m->word + id * m->word_row_bytes;
+    const float s = m->word_scale ? m->word_scale[m->word_scale_per_row ? id : 0] : 1.0f;
+    const int64_t H = m->H;
+    switch (m->word_kind) {
+    case WORD_FP32: memcpy(out, row, (size_t)H * sizeof(float)); return;
+    case WORD_FP16:
+        for (int64_t j = 0; j < H; j++) {
+            uint16_t h;
+            memcpy(&h, row + 2 * j, 2);
+            out[j] = half_to_float(h);
+        }
+        return;
+    case WORD_BINARY:
+        for (int64_t j = 0; j < H; j++) out[j] = (row[j / 8] >> (j % 8)) & 1 ? s : -s; /* (+-1) * s, exactly */
+        return;
+    case WORD_TERNARY2:
+        for (int64_t j = 0; j < H; j++) {
+            const int code = (row[j / 4] >> (2 * (j % 4))) & 3;
+            out[j] = (float)(code == 2 ? -1 : code) * s;
+        }
+        return;
+    case WORD_TRITS:
+        for (int64_t j = 0; j < H; j++) {
+            int v = row[j / 5];
+            for (int64_t t = j % 5; t; t--) v /= 3;
+            out[j] = (float)(v % 3 - 1) * s;
+        }
+        return;
+    default: /* WORD_INT8 */
+        for (int64_t j = 0; j < H; j++) out[j] = (float)(int8_t)row[j] * s;
+    }
+}
+
+/* ---- the float ops, built once per path ------------------------------------------------------------ */
+
+typedef struct {
+    const xtc_model *m;
+    const int64_t *ids, *positions, *types, *mask;
+    int64_t B, T, M;
+    float *x, *y, *qkv, *ctx, *h, *scratch; /* scratch: attention_scratch floats per share */
+    const xtc_layer *layer;
+    const float *w, *b; /* the LayerNorm being applied */
+    int threads;
+} fwd;
+
+INLINE void embed_body(fwd *f, int64_t lo, int64_t hi) {
+    const xtc_model *m = f->m;
+    for (int64_t r = lo; r < hi; r++) {
+        float *x = f->x + r * m->H;
+        word_row(m, f->ids[r], x);
+        const float *p = m->pos + f->positions[r] * m->H, *t = m->types + f->types[r] * m->H;
+        for (int64_t i = 0; i < m->H; i++) x[i] = (x[i] + p[i]) + t[i];
+        add_layer_norm_row(x, NULL, m->emb_ln_w, m->emb_ln_b, m->H, m->eps);
+    }
+}
+
+INLINE void add_norm_body(fwd *f, int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; r++)
+        add_layer_norm_row(f->x + r * f->m->H, f->y + r * f->m->H, f->w, f->b, f->m->H, f->m->eps);
+}
+
+INLINE void activate_body(fwd *f, int64_t lo, int64_t hi) {
+    activate_all(f->h + lo * f->m->I, (hi - lo) * f->m->I, f->m->act);
+}
+
+INLINE float vsum(v16 v) {
+    float lanes[LANES];
+    store16(lanes, v);
+    return tree(lanes);
+}
+
+INLINE float vmax(v16 v) {
+    float lanes[LANES];
+    store16(lanes, v);
+    for (int w = LANES / 2; w; w /= 2)
+        for (int l = 0; l < w; l++) lanes[l] = lanes[l + w] > lanes[l] ? lanes[l + w] : lanes[l];
+    return lanes[0];
+}
+
+/* softmax(q k.T / sqrt(D) + mask) v for sequence b, head a: into ctx. Keys are padded to Tp, a multiple
+ * of LANES (weight exactly 0); scratch: kt [D, Tp] (the keys transposed), s [Tp], bias [Tp], vc [T, D]. */
+INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt) {
+    const int64_t H = f->m->H, D = H / f->m->A, T = f->T, Tp = (T + LANES - 1) / LANES * LANES, stride = 3 * H;
+    float *s = kt + D * Tp, *bias = s + Tp, *vc = bias + Tp;
+    const float *q = f->qkv + b * T * stride + a * D, *k = q + H, *v = q + 2 * H;
+    const float scale = 1.0f / sqrtf((float)D);
+    for (int64_t j = 0; j < Tp; j++) /* HF's additive mask: the lowest float where the mask is 0 */
+        bias[j] = j >= T ? -INFINITY : f->mask[b * T + j] ? 0.0f : -3.4028234663852886e38f;
+    for (int64_t d = 0; d < D; d++)
+        for (int64_t j = 0; j < Tp; j++) kt[d * Tp + j] = j < T ? k[j * stride + d] : 0.0f;
+    /* the head's values, contiguous: rows 3H floats apart would fall in a few L1 sets and evict each other */
+    for (int64_t j = 0; j < T; j++) memcpy(vc + j * D, v + j * stride, (size_t)D * sizeof(float));
+    for (int64_t i = 0; i < T; i++) {
+        const float *qi = q + i * stride;
+        v16 top = splat(-INFINITY), sum = splat(0.0f);
+        for (int64_t j0 = 0; j0 < Tp; j0 += 4 * LANES) { /* scores: 4 x 16 keys at a time (4 independent sums) */
+            const int64_t blocks = (Tp - j0) / LANES < 4 ? (Tp - j0) / LANES : 4;
+            v16 acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
+            for (int64_t d = 0; d < D; d++) {
+                const float *row = kt + d * Tp + j0;
+                for (int64_t c = 0; c < blocks; c++) acc[c] += qi[d] * load16(row + c * LANES);
+            }
+            for (int64_t c = 0; c < blocks; c++) {
+                const v16 sj = acc[c] * scale + load16(bias + j0 + c * LANES);
+                store16(s + j0 + c * LANES, sj);
+                const v16i bigger = sj > top; /* lanes of -1 where sj is the larger */
+                top = (v16)(((v16i)sj & bigger) | ((v16i)top & ~bigger));
+            }
+        }
+        const float mx = vmax(top);
+        for (int64_t j = 0; j < Tp; j++) s[j] = exp_poly(s[j] - mx);
+        for (int64_t j0 = 0; j0 < Tp; j0 += LANES) sum += load16(s + j0);
+        const float inv = 1.0f / vsum(sum);
+        for (int64_t j = 0; j < T; j++) s[j] *= inv;
+        float *out = f->ctx + (b * T + i) * H + a * D;
+        int64_t d0 = 0;
+        for (; d0 + LANES <= D; d0 += 4 * LANES) { /* up to 4 x 16 features, even and odd keys: 8 sums */
+            const int64_t blocks = (D - d0) / LANES < 4 ? (D - d0) / LANES : 4;
+            v16 even[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)}, odd[4] = {even[0], even[0], even[0], even[0]};
+            int64_t j = 0;
+            for (; j + 1 < T; j += 2)
+                for (int64_t c = 0; c < blocks; c++) {
+                    even[c] += s[j] * load16(vc + j * D + d0 + c * LANES);
+                    odd[c] += s[j + 1] * load16(vc + (j + 1) * D + d0 + c * LANES);
+                }
+            for (int64_t c = 0; c < blocks; c++) {
+                if (j < T) even[c] += s[j] * load16(vc + j * D + d0 + c * LANES);
+                store16(out + d0 + c * LANES, even[c] + odd[c]);
+            }
+        }
+        for (; d0 < D; d0++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < T; j++) acc += s[j] * vc[j * D + d0];
+            out[d0] = acc;
+        }
+    }
+}
+
+INLINE float lane_dot(const float *x, const float *w, int64_t n) {
+    float acc[LANES] = {0};
+    OVER_LANES(n, acc, fmaf(x[i], w[i], acc[l]))
+    return tree(acc);
+}
+
+/* y [M, N] = x [M, K] @ w.T + bias, float weights */
+INLINE void float_linear_body(const xtc_linear *l, const float *x, float *y, int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; r++)
+        for (int64_t n = 0; n < l->N; n++)
+            y[r * l->N + n] = lane_dot(x + r * l->K, l->w + n * l->K, l->K) + (l->bias ? l->bias[n] : 0.0f);
+}
+
+typedef struct {
+    void (*embed)(fwd *, int64_t, int64_t);
+    void (*add_norm)(fwd *, int64_t, int64_t);
+    void (*activate)(fwd *, int64_t, int64_t);
+    void (*attend)(fwd *, int64_t, int64_t, float *);
+    void (*float_linear)(const xtc_linear *, const float *, float *, int64_t, int64_t);
+} float_ops;
+
+#define FLOAT_OPS(NAME, ATTR)                                                                                       \
+    ATTR static void NAME##_embed(fwd *f, int64_t lo, int64_t hi) { embed_body(f, lo, hi); }                       \
+    ATTR static void NAME##_add_norm(fwd *f, int64_t lo, int64_t hi) { add_norm_body(f, lo, hi); }                 \
+    ATTR static void NAME##_activate(fwd *f, int64_t lo, int64_t hi) { activate_body(f, lo, hi); }                 \
+    ATTR static void NAME##_attend(fwd *f, int64_t b, int64_t a, float *kt) { attend_body(f, b, a, kt); } \
+    ATTR static void NAME##_float_linear(const xtc_linear *l, const float *x, float *y, int64_t lo, int64_t hi) {   \
+        float_linear_body(l, x, y, lo, hi);                                                                         \
+    }                                                                                                               \
+    static const float_ops NAME##_ops = {NAME##_embed, NAME##_add_norm, NAME##_activate, NAME##_attend,             \
+                                         NAME##_float_linear};
+
+FLOAT_OPS(ref, )
+#ifdef XTC_X86
+FLOAT_OPS(avx2, __attribute__((target("avx2,fma"))))
+FLOAT_OPS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,fma"))))
+#endif
+
+static const float_ops *ops_for(int path) {
+#ifdef XTC_X86
+    if (path == PATH_AVX512) return &avx512_ops;
+    if (path == PATH_AVX2) return &avx2_ops;
+#endif
+    return &ref_ops;
+}
+
+/* ---- the forward: each step split across threads ------------------------------------------------------ */
+
+typedef struct {
+    fwd *f;
+    const float_ops *ops;
+    int step;
+    const xtc_linear *linear;
+    const float *in;
+    float *out;
+    int64_t rows;
+} step_job;
+
+enum { STEP_EMBED, STEP_ADD_NORM, STEP_ACTIVATE, STEP_ATTEND, STEP_FLOAT_LINEAR };
+
+static int64_t attention_scratch(const xtc_model *m, int64_t T) { /* floats per share: kt, s, bias, vc */
+    const int64_t Tp = (T + LANES - 1) / LANES * LANES;
+    return (2 * (m->H / m->A) + 2) * Tp;
+}
+
+static void step_share(void *ctx, int t) {
+    step_job *s = ctx;
+    fwd *f = s->f;
+    const int n = f->threads;
+    if (s->step == STEP_ATTEND) { /* shares take (sequence, head) pairs */
+        const int64_t pairs = f->B * f->m->A;
+        float *kt = f->scratch + (int64_t)t * attention_scratch(f->m, f->T);
+        for (int64_t p = pairs * t / n; p < pairs * (t + 1) / n; p++) s->ops->attend(f, p / f->m->A, p % f->m->A, kt);
+        return;
+    }
+    const int64_t lo = s->rows * t / n, hi = s->rows * (t + 1) / n;
+    if (s->step == STEP_EMBED) s->ops->embed(f, lo, hi);
+    else if (s->step == STEP_ADD_NORM) s->ops->add_norm(f, lo, hi);
+    else if (s->step == STEP_ACTIVATE) s->ops->activate(f, lo, hi);
+    else s->ops->float_linear(s->linear, s->in, s->out, lo, hi);
+}
+
+static void run_step(fwd *f, const float_ops *ops, int step, int64_t rows) {
+    step_job s = {.f = f, .ops = ops, .step = step, .rows = rows};
+    xtc_run_shares(step_share, &s, f->threads);
+}
+
+/* out [rows, N] = in [rows, K] @ W.T + b; a, scale: room for the quantized rows */
+static int linear(fwd *f, const float_ops *ops, const xtc_linear *l, const float *in, float *out, int64_t rows,
+                  uint8_t *a, float *scale, int path) {
+    if (!l->neg) {
+        step_job s = {.f = f, .ops = ops, .step = STEP_FLOAT_LINEAR, .linear = l, .in = in, .out = out, .rows = rows};
+        xtc_run_shares(step_share, &s, f->threads);
+        return 0;
+    }
+    xtc_quantize_parallel(in, rows, l->K, (rows + MR - 1) / MR * MR, l->Kp, a, scale, path, f->threads);
+    const gemm_job g = {.a = a, .M = rows, .Kp = l->Kp, .neg = l->neg, .nonzero = l->nonzero, .colsum = l->colsum,
+                        .N = l->N, .scale = scale, .alpha = l->alpha, .alpha_per_row = l->alpha_per_row,
+                        .bias = l->bias, .y = out};
+    return xtc_gemm_parallel(&g, path, f->threads);
+}
+
+int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions, const int64_t *types,
+                const int64_t *mask, int64_t B, int64_t T, float *logits, int path, int threads) {
+    const int64_t M = B * T, H = m->H, Mp = (M + MR - 1) / MR * MR;
+    const int64_t Kmax = ((m->I > H ? m->I : H) + 3) / 4 * 4;
+    if (threads < 1) threads = 1;
+    fwd f = {.m = m, .ids = ids, .positions = positions, .types = types, .mask = mask, .B = B, .T = T, .M = M,
+             .threads = threads};
+    const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + 2 * B * H + 16);
+    float *work = malloc(floats * sizeof(float));
+    uint8_t *a = malloc((size_t)(Mp * Kmax) + 64);
+    if (!work || !a) {
+        free(work);
+        free(a);
+        return -1;
+    }
+    f.x = work, f.y = f.x + M * H, f.ctx = f.y + M * H, f.qkv = f.ctx + M * H, f.h = f.qkv + M * 3 * H;
+    f.scratch = f.h + M * m->I;
+    float *scale = f.scratch + threads * attention_scratch(m, T), *cls = scale + Mp, *pooled = cls + B * H;
+    const float_ops *ops = ops_for(path);
+    int failed = 0;
+
+    run_step(&f, ops, STEP_EMBED, M);
+    for (int64_t i = 0; i < m->L && !failed; i++) {
+        const xtc_layer *l = &m->layers[i];
+        failed |= linear(&f, ops, &l->qkv, f.x, f.qkv, M, a, scale, path);
+        run_step(&f, ops, STEP_ATTEND, 0);
+        failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, M, a, scale, path);
+        f.w = l->ln1_w, f.b = l->ln1_b;
+        run_step(&f, ops, STEP_ADD_NORM, M);
+        failed |= linear(&f, ops, &l->ffn_in, f.x, f.h, M, a, scale, path);
+        run_step(&f, ops, STEP_ACTIVATE, M);
+        failed |= linear(&f, ops, &l->ffn_out, f.h, f.y, M, a, scale, path);
+        f.w = l->ln2_w, f.b = l->ln2_b;
+        run_step(&f, ops, STEP_ADD_NORM, M);
+    }
+    for (int64_t b = 0; b < B; b++) memcpy(cls + b * H, f.x + b * T * H, (size_t)H * sizeof(float));
+    failed |= linear(&f, ops, &m->pooler, cls, pooled, B, a, scale, path);
+    activate_all(pooled, B * H, m->pool_act); /* B x H values: not worth a share */
+    failed |= linear(&f, ops, &m->classifier, pooled, logits, B, a, scale, path);
+    free(work);
+    free(a);
+    return failed ? -1 : 0;
+}
