@@ -12,12 +12,14 @@ A logical tensor of shape ``shape`` is ``rows = shape[0]`` rows of
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from xtc.packed import bits as packing
-from xtc.quant.config import QuantSpec
+
+if TYPE_CHECKING:  # a type only: the engine reads packed files without loading pydantic's schemas (import time)
+    from xtc.quant.config import QuantSpec
 
 SCALE = ".scale"
 MAX_SCALE = 65504.0  # the largest float16
@@ -167,7 +169,7 @@ def weight_encoding(bits: int, granularity: str, act_bits: int | None, ternary_p
     return None
 
 
-def unstorable(spec: QuantSpec, linear: bool) -> str | None:
+def unstorable(spec: "QuantSpec", linear: bool) -> str | None:
     """Why a module quantized with ``spec`` cannot be written to a packed file, or None.
 
     The format stores 1- and 2-bit weights, and 8-bit weights with one scale per row and full-precision
