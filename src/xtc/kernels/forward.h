@@ -11,8 +11,9 @@
  *   logits = classifier(pool_act(pooler(x[CLS])))
  *
  * Every float op is written so that the three paths (the scalar reference and the AVX2+FMA and
- * AVX-512 builds of the same C, chosen by `path`) give the same bits: products and sums are
- * elementwise fmaf / + over 16 fixed lanes (a fixed summation order), exp and erf are our own
+ * AVX-512 builds of the same C, chosen by `path`) give the same bits: sums run over 16 fixed lanes
+ * then a fixed tree (one summation order), products are fmaf (exact by definition) or, in the
+ * attention's GCC vector code, plain * and + (never contracted in ISO C), and exp and erf are our own
  * polynomials (no libm calls whose vector versions could round differently). The integer products
  * are exact (lowbit.h), so the whole forward is bit-identical on every path.
  */

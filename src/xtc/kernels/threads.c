@@ -17,7 +17,7 @@
  * exports the same GOMP_ entry points), the shares run on that runtime's thread team. Our own
  * threads would fight its workers, which spin for a while after every torch op, for the same
  * cores: with 2 threads on 2 cores the model then ran slower than with 1. Otherwise the shares
- * run on POSIX threads. The runtime is found, never loaded (RTLD_NOLOAD): nothing to link. */
+ * run on our own pool of POSIX threads (below). The runtime is found, never loaded (RTLD_NOLOAD): nothing to link. */
 typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*omp_query_fn)(void);
 static struct {
