@@ -64,18 +64,6 @@ INLINE void activate_all(float *x, int64_t n, int act) {
         for (int64_t i = 0; i < n; i++) x[i] = activate(x[i], act);
 }
 
-/* 16 floats as one value (GCC vector extensions: one zmm register on AVX-512, SSE pairs elsewhere).
- * Products and sums on it are plain * and + (no FMA contraction in ISO C), the same bits everywhere. */
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-INLINE v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-INLINE v16 splat(float x) { return (v16){0} + x; }
-
 INLINE float tree(float *acc) {
     for (int w = LANES / 2; w; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
@@ -157,6 +145,7 @@ typedef struct {
     const xtc_model *m;
     const int64_t *ids, *positions, *types, *mask;
     int64_t B, T, M;
+    int64_t queries; /* attention queries per sequence: T, or 1 (the [CLS] row) in the last layer */
     float *x, *y, *qkv, *ctx, *h, *scratch; /* scratch: attention_scratch floats per share */
     const xtc_layer *layer;
     const float *w, *b; /* the LayerNorm being applied */
@@ -183,23 +172,69 @@ INLINE void activate_body(fwd *f, int64_t lo, int64_t hi) {
     activate_all(f->h + lo * f->m->I, (hi - lo) * f->m->I, f->m->act);
 }
 
-INLINE float vsum(v16 v) {
-    float lanes[LANES];
-    store16(lanes, v);
-    return tree(lanes);
+/* e^x in place over n values (a loop of its own, so that it vectorizes) */
+INLINE void exp_all(float *x, int64_t n, float shift) {
+    for (int64_t i = 0; i < n; i++) x[i] = exp_poly(x[i] - shift);
 }
 
-INLINE float vmax(v16 v) {
-    float lanes[LANES];
-    store16(lanes, v);
-    for (int w = LANES / 2; w; w /= 2)
-        for (int l = 0; l < w; l++) lanes[l] = lanes[l + w] > lanes[l] ? lanes[l + w] : lanes[l];
-    return lanes[0];
+/* The attention's vectors: 8 floats as one value (GCC vector extensions: one ymm register, on AVX-512
+ * too, where 32 of them let NBLK be 8; a 64-byte type would go through the stack on AVX2). Products
+ * and sums on it are plain * and + (no FMA contraction in ISO C), the same bits on every path. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+INLINE v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+INLINE void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+INLINE v8 splat8(float x) { return (v8){0} + x; }
+INLINE v8 max8(v8 a, v8 b) {
+    const v8i bigger = b > a; /* lanes of -1 where b is the larger */
+    return (v8)(((v8i)b & bigger) | ((v8i)a & ~bigger));
 }
 
-/* softmax(q k.T / sqrt(D) + mask) v for sequence b, head a: into ctx. Keys are padded to Tp, a multiple
- * of LANES (weight exactly 0); scratch: kt [D, Tp] (the keys transposed), s [Tp], bias [Tp], vc [T, D]. */
-INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt) {
+/* Scores of query qi against NBLK blocks of 8 keys from j0: s = q k.T * scale + bias; top = max(top, s).
+ * NBLK is a constant per path (as many accumulators as the registers hold), so the blocks' sums stay in
+ * registers; each key's sum runs over d in order whatever NBLK is, so every path gives the same bits. */
+INLINE void score_blocks(const float *qi, const float *kt, int64_t D, int64_t Tp, int64_t j0, float scale,
+                         const float *bias, float *s, v8 *top, const int NBLK) {
+    v8 acc[8];
+    for (int c = 0; c < NBLK; c++) acc[c] = splat8(0.0f);
+    for (int64_t d = 0; d < D; d++) {
+        const v8 qd = splat8(qi[d]);
+        const float *row = kt + d * Tp + j0;
+        for (int c = 0; c < NBLK; c++) acc[c] += qd * load8(row + c * 8);
+    }
+    for (int c = 0; c < NBLK; c++) {
+        const v8 sj = acc[c] * scale + load8(bias + j0 + c * 8);
+        store8(s + j0 + c * 8, sj);
+        *top = max8(*top, sj);
+    }
+}
+
+/* out[d0 .. d0 + 8 NBLK) = sum_j s[j] v[j, d] over T keys (even and odd keys in two sums, then added) */
+INLINE void weigh_blocks(const float *s, const float *vc, int64_t T, int64_t D, int64_t d0, float *out, const int NBLK) {
+    v8 even[8], odd[8];
+    for (int c = 0; c < NBLK; c++) even[c] = odd[c] = splat8(0.0f);
+    int64_t j = 0;
+    for (; j + 1 < T; j += 2) {
+        const v8 se = splat8(s[j]), so = splat8(s[j + 1]);
+        for (int c = 0; c < NBLK; c++) {
+            even[c] += se * load8(vc + j * D + d0 + c * 8);
+            odd[c] += so * load8(vc + (j + 1) * D + d0 + c * 8);
+        }
+    }
+    for (int c = 0; c < NBLK; c++) {
+        if (j < T) even[c] += splat8(s[j]) * load8(vc + j * D + d0 + c * 8);
+        store8(out + d0 + c * 8, even[c] + odd[c]);
+    }
+}
+
+/* softmax(q k.T / sqrt(D) + mask) v for sequence b, head a and its first `queries` queries: into ctx.
+ * Keys are padded to Tp, a multiple of LANES (weight exactly 0); scratch: kt [D, Tp] (the keys
+ * transposed), s [Tp], bias [Tp], vc [T, D]. NBLK: blocks of LANES floats per register group. */
+INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt, const int NBLK) {
     const int64_t H = f->m->H, D = H / f->m->A, T = f->T, Tp = (T + LANES - 1) / LANES * LANES, stride = 3 * H;
     float *s = kt + D * Tp, *bias = s + Tp, *vc = bias + Tp;
     const float *q = f->qkv + b * T * stride + a * D, *k = q + H, *v = q + 2 * H;
@@ -210,44 +245,26 @@ INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt) {
         for (int64_t j = 0; j < Tp; j++) kt[d * Tp + j] = j < T ? k[j * stride + d] : 0.0f;
     /* the head's values, contiguous: rows 3H floats apart would fall in a few L1 sets and evict each other */
     for (int64_t j = 0; j < T; j++) memcpy(vc + j * D, v + j * stride, (size_t)D * sizeof(float));
-    for (int64_t i = 0; i < T; i++) {
+    const int64_t Dv = D / LANES * LANES; /* features summed in vectors; the rest one by one */
+    for (int64_t i = 0; i < f->queries; i++) {
         const float *qi = q + i * stride;
-        v16 top = splat(-INFINITY), sum = splat(0.0f);
-        for (int64_t j0 = 0; j0 < Tp; j0 += 4 * LANES) { /* scores: 4 x 16 keys at a time (4 independent sums) */
-            const int64_t blocks = (Tp - j0) / LANES < 4 ? (Tp - j0) / LANES : 4;
-            v16 acc[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)};
-            for (int64_t d = 0; d < D; d++) {
-                const float *row = kt + d * Tp + j0;
-                for (int64_t c = 0; c < blocks; c++) acc[c] += qi[d] * load16(row + c * LANES);
-            }
-            for (int64_t c = 0; c < blocks; c++) {
-                const v16 sj = acc[c] * scale + load16(bias + j0 + c * LANES);
-                store16(s + j0 + c * LANES, sj);
-                const v16i bigger = sj > top; /* lanes of -1 where sj is the larger */
-                top = (v16)(((v16i)sj & bigger) | ((v16i)top & ~bigger));
-            }
-        }
-        const float mx = vmax(top);
-        for (int64_t j = 0; j < Tp; j++) s[j] = exp_poly(s[j] - mx);
-        for (int64_t j0 = 0; j0 < Tp; j0 += LANES) sum += load16(s + j0);
-        const float inv = 1.0f / vsum(sum);
+        v8 top = splat8(-INFINITY), sum_lo = splat8(0.0f), sum_hi = sum_lo;
+        int64_t j0 = 0;
+        for (; j0 + NBLK * 8 <= Tp; j0 += NBLK * 8) score_blocks(qi, kt, D, Tp, j0, scale, bias, s, &top, NBLK);
+        for (; j0 < Tp; j0 += 8) score_blocks(qi, kt, D, Tp, j0, scale, bias, s, &top, 1);
+        float lanes[LANES];
+        store8(lanes, top);
+        float mx = lanes[0];
+        for (int l = 1; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+        exp_all(s, Tp, mx);
+        for (j0 = 0; j0 < Tp; j0 += LANES) sum_lo += load8(s + j0), sum_hi += load8(s + j0 + 8);
+        store8(lanes, sum_lo), store8(lanes + 8, sum_hi); /* key j's lane is j % 16, as in lane_dot */
+        const float inv = 1.0f / tree(lanes);
         for (int64_t j = 0; j < T; j++) s[j] *= inv;
         float *out = f->ctx + (b * T + i) * H + a * D;
         int64_t d0 = 0;
-        for (; d0 + LANES <= D; d0 += 4 * LANES) { /* up to 4 x 16 features, even and odd keys: 8 sums */
-            const int64_t blocks = (D - d0) / LANES < 4 ? (D - d0) / LANES : 4;
-            v16 even[4] = {splat(0.0f), splat(0.0f), splat(0.0f), splat(0.0f)}, odd[4] = {even[0], even[0], even[0], even[0]};
-            int64_t j = 0;
-            for (; j + 1 < T; j += 2)
-                for (int64_t c = 0; c < blocks; c++) {
-                    even[c] += s[j] * load16(vc + j * D + d0 + c * LANES);
-                    odd[c] += s[j + 1] * load16(vc + (j + 1) * D + d0 + c * LANES);
-                }
-            for (int64_t c = 0; c < blocks; c++) {
-                if (j < T) even[c] += s[j] * load16(vc + j * D + d0 + c * LANES);
-                store16(out + d0 + c * LANES, even[c] + odd[c]);
-            }
-        }
+        for (; d0 + NBLK * 8 <= Dv; d0 += NBLK * 8) weigh_blocks(s, vc, T, D, d0, out, NBLK);
+        for (; d0 < Dv; d0 += 8) weigh_blocks(s, vc, T, D, d0, out, 1);
         for (; d0 < D; d0++) {
             float acc = 0.0f;
             for (int64_t j = 0; j < T; j++) acc += s[j] * vc[j * D + d0];
@@ -277,21 +294,21 @@ typedef struct {
     void (*float_linear)(const xtc_linear *, const float *, float *, int64_t, int64_t);
 } float_ops;
 
-#define FLOAT_OPS(NAME, ATTR)                                                                                       \
+#define FLOAT_OPS(NAME, ATTR, NBLK)                                                                                       \
     ATTR static void NAME##_embed(fwd *f, int64_t lo, int64_t hi) { embed_body(f, lo, hi); }                       \
     ATTR static void NAME##_add_norm(fwd *f, int64_t lo, int64_t hi) { add_norm_body(f, lo, hi); }                 \
     ATTR static void NAME##_activate(fwd *f, int64_t lo, int64_t hi) { activate_body(f, lo, hi); }                 \
-    ATTR static void NAME##_attend(fwd *f, int64_t b, int64_t a, float *kt) { attend_body(f, b, a, kt); } \
+    ATTR static void NAME##_attend(fwd *f, int64_t b, int64_t a, float *kt) { attend_body(f, b, a, kt, NBLK); } \
     ATTR static void NAME##_float_linear(const xtc_linear *l, const float *x, float *y, int64_t lo, int64_t hi) {   \
         float_linear_body(l, x, y, lo, hi);                                                                         \
     }                                                                                                               \
     static const float_ops NAME##_ops = {NAME##_embed, NAME##_add_norm, NAME##_activate, NAME##_attend,             \
                                          NAME##_float_linear};
 
-FLOAT_OPS(ref, )
+FLOAT_OPS(ref, , 4)
 #ifdef XTC_X86
-FLOAT_OPS(avx2, __attribute__((target("avx2,fma"))))
-FLOAT_OPS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,fma"))))
+FLOAT_OPS(avx2, __attribute__((target("avx2,fma"))), 4)   /* 16 ymm registers: 4 (scores) or 8 (weighing) sums */
+FLOAT_OPS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,fma"))), 8)
 #endif
 
 static const float_ops *ops_for(int path) {
@@ -382,18 +399,29 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     run_step(&f, ops, STEP_EMBED, M);
     for (int64_t i = 0; i < m->L && !failed; i++) {
         const xtc_layer *l = &m->layers[i];
+        /* The classifier reads only the [CLS] rows: the last layer needs every row's keys and values, but
+         * only the [CLS] rows from its attention on (each row's ops are its own, so the bits are the same). */
+        const int last = i == m->L - 1;
+        const int64_t rows = last ? B : M;
         failed |= linear(&f, ops, &l->qkv, f.x, f.qkv, M, a, scale, path);
+        f.queries = last ? 1 : T;
         run_step(&f, ops, STEP_ATTEND, 0);
-        failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, M, a, scale, path);
+        if (last)
+            for (int64_t b = 1; b < B; b++) { /* row b * T -> row b, in place (b <= b * T) */
+                memcpy(f.ctx + b * H, f.ctx + b * T * H, (size_t)H * sizeof(float));
+                memcpy(f.x + b * H, f.x + b * T * H, (size_t)H * sizeof(float));
+            }
+        failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, rows, a, scale, path);
         f.w = l->ln1_w, f.b = l->ln1_b;
-        run_step(&f, ops, STEP_ADD_NORM, M);
-        failed |= linear(&f, ops, &l->ffn_in, f.x, f.h, M, a, scale, path);
-        run_step(&f, ops, STEP_ACTIVATE, M);
-        failed |= linear(&f, ops, &l->ffn_out, f.h, f.y, M, a, scale, path);
+        run_step(&f, ops, STEP_ADD_NORM, rows);
+        failed |= linear(&f, ops, &l->ffn_in, f.x, f.h, rows, a, scale, path);
+        run_step(&f, ops, STEP_ACTIVATE, rows);
+        failed |= linear(&f, ops, &l->ffn_out, f.h, f.y, rows, a, scale, path);
         f.w = l->ln2_w, f.b = l->ln2_b;
-        run_step(&f, ops, STEP_ADD_NORM, M);
+        run_step(&f, ops, STEP_ADD_NORM, rows);
     }
-    for (int64_t b = 0; b < B; b++) memcpy(cls + b * H, f.x + b * T * H, (size_t)H * sizeof(float));
+    const int64_t cls_stride = m->L ? H : T * H; /* where row b's [CLS] state is now */
+    for (int64_t b = 0; b < B; b++) memcpy(cls + b * H, f.x + b * cls_stride, (size_t)H * sizeof(float));
     failed |= linear(&f, ops, &m->pooler, cls, pooled, B, a, scale, path);
     activate_all(pooled, B * H, m->pool_act); /* B x H values: not worth a share */
     failed |= linear(&f, ops, &m->classifier, pooled, logits, B, a, scale, path);

@@ -198,32 +198,99 @@ AVX2 static void expand_block_avx2(const gemm_job *g, int64_t p0, int64_t np, in
     }
 }
 
-/* 3 rows x 16 columns (one panel). u8 x s8 pairs summed in int16 cannot saturate: |w| <= 1. */
+/* Rows of x -> codes + 128, as the reference: rint(x / s) (a true division, so the same bits), clamped. */
+AVX2 static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a, float *scale) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f),
+                 offset = _mm256_set1_ps(128.0f);
+    for (int64_t m = 0; m < M; m++) {
+        const float *row = x + m * K;
+        __m256 m0 = _mm256_setzero_ps(), m1 = m0;
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            m0 = _mm256_max_ps(m0, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + k)));
+            m1 = _mm256_max_ps(m1, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + k + 8)));
+        }
+        float lanes[8], max_abs = 0.0f;
+        _mm256_storeu_ps(lanes, _mm256_max_ps(m0, m1));
+        for (int l = 0; l < 8; l++) max_abs = lanes[l] > max_abs ? lanes[l] : max_abs;
+        for (; k < K; k++) max_abs = fabsf(row[k]) > max_abs ? fabsf(row[k]) : max_abs;
+        float s = max_abs / 128.0f;
+        if (!(s > 0.0f)) s = 1.0f;
+        scale[m] = s;
+        const __m256 vs = _mm256_set1_ps(s);
+        uint8_t *out = a + m * Kp;
+        for (k = 0; k + 8 <= K; k += 8) {
+            __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(row + k), vs),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(v, lo), hi), offset); /* [0, 255] */
+            const __m256i i32 = _mm256_cvtps_epi32(v);
+            const __m128i i16 = _mm_packus_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+            _mm_storel_epi64((__m128i *)(out + k), _mm_packus_epi16(i16, i16));
+        }
+        for (; k < K; k++) out[k] = (uint8_t)((int32_t)fminf(fmaxf(rintf(row[k] / s), -128.0f), 127.0f) + 128);
+    }
+}
+
+/* MR rows x 16 columns (one panel). The u8 x s8 pairs of vpmaddubsw are at most 2 x 255 in size
+ * (|w| <= 1), so int16 sums of up to SPAN16 of them cannot overflow: they are widened to int32 once
+ * per SPAN16 input quads (vpmaddwd by 1), not at every step. */
+#define SPAN16 64 /* 64 x 510 = 32640 <= 32767 */
+#define ACC2(r) __m256i s##r##0 = _mm256_setzero_si256(), s##r##1 = s##r##0;
+#define STEP2(r)                                                                                    \
+    {                                                                                               \
+        int32_t quad;                                                                               \
+        memcpy(&quad, a + (r) * g->Kp + j * 4, 4);                                                  \
+        const __m256i x = _mm256_set1_epi32(quad);                                                  \
+        s##r##0 = _mm256_add_epi16(s##r##0, _mm256_maddubs_epi16(x, b0));                           \
+        s##r##1 = _mm256_add_epi16(s##r##1, _mm256_maddubs_epi16(x, b1));                           \
+    }
+#define WIDEN2(r)                                                                                   \
+    c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(s##r##0, ones16));                        \
+    c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(s##r##1, ones16));
+
 AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t panel, const int8_t *buf) {
     const int64_t kq = g->Kp / 4;
+    const uint8_t *a = g->a + m0 * g->Kp;
     const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256i c[3][2];
-    for (int r = 0; r < 3; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
-    for (int64_t j = 0; j < kq; j++) {
-        const int8_t *b = buf + (j * 4 + panel) * 64;
-        const __m256i b0 = _mm256_load_si256((const __m256i *)b), b1 = _mm256_load_si256((const __m256i *)(b + 32));
-        for (int r = 0; r < 3; r++) {
-            int32_t quad;
-            memcpy(&quad, g->a + (m0 + r) * g->Kp + j * 4, 4);
-            const __m256i x = _mm256_set1_epi32(quad);
-            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones16));
-            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones16));
+    __m256i c[MR][2];
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+    for (int64_t j0 = 0; j0 < kq; j0 += SPAN16) {
+        const int64_t j1 = j0 + SPAN16 < kq ? j0 + SPAN16 : kq;
+        ACC2(0) ACC2(1) ACC2(2) ACC2(3) ACC2(4) ACC2(5)
+        for (int64_t j = j0; j < j1; j++) {
+            const int8_t *b = buf + (j * 4 + panel) * 64;
+            const __m256i b0 = _mm256_load_si256((const __m256i *)b), b1 = _mm256_load_si256((const __m256i *)(b + 32));
+            STEP2(0) STEP2(1) STEP2(2) STEP2(3) STEP2(4) STEP2(5)
         }
+        WIDEN2(0) WIDEN2(1) WIDEN2(2) WIDEN2(3) WIDEN2(4) WIDEN2(5)
     }
-    for (int r = 0; r < 3 && m0 + r < g->M; r++) {
-        int32_t sums[16];
-        _mm256_storeu_si256((__m256i *)sums, c[r][0]);
-        _mm256_storeu_si256((__m256i *)(sums + 8), c[r][1]);
-        for (int i = 0; i < 16 && n0 + i < g->N; i++) {
-            const int64_t m = m0 + r, n = n0 + i;
-            const int32_t acc = sums[i] - 128 * g->colsum[n];
-            if (g->scale) g->y[m * g->N + n] = epilogue_scalar(g, m, n, acc);
-            else g->acc[m * g->N + n] = acc;
+    const int full = g->N - n0 >= 16;
+    for (int r = 0; r < MR && m0 + r < g->M; r++) {
+        const int64_t m = m0 + r;
+        if (!full) { /* the last, partial panel */
+            int32_t sums[16];
+            _mm256_storeu_si256((__m256i *)sums, c[r][0]);
+            _mm256_storeu_si256((__m256i *)(sums + 8), c[r][1]);
+            for (int i = 0; n0 + i < g->N; i++) {
+                const int64_t n = n0 + i;
+                const int32_t acc = sums[i] - 128 * g->colsum[n];
+                if (g->scale) g->y[m * g->N + n] = epilogue_scalar(g, m, n, acc);
+                else g->acc[m * g->N + n] = acc;
+            }
+            continue;
+        }
+        for (int h = 0; h < 2; h++) { /* as epilogue_scalar: (float)acc * (scale[m] * alpha[n]) + bias[n] */
+            const int64_t n = n0 + 8 * h;
+            const __m256i acc = _mm256_sub_epi32(c[r][h], _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(g->colsum + n)), 7));
+            if (!g->scale) {
+                _mm256_storeu_si256((__m256i *)(g->acc + m * g->N + n), acc);
+                continue;
+            }
+            const __m256 s = g->alpha_per_row ? _mm256_mul_ps(_mm256_set1_ps(g->scale[m]), _mm256_loadu_ps(g->alpha + n))
+                                              : _mm256_set1_ps(g->scale[m] * g->alpha[0]);
+            __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), s);
+            if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + n));
+            _mm256_storeu_ps(g->y + m * g->N + n, v);
         }
     }
 }
@@ -263,7 +330,7 @@ int xtc_gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path) {
         } else {
             expand_block_avx2(g, n0 / PANEL, np, buf);
             for (int64_t p = 0; p < 4 && n0 + p * PANEL < g->N; p++)
-                for (int64_t m0 = 0; m0 < rows; m0 += 3) micro_avx2(g, m0, n0 + p * PANEL, p, buf);
+                for (int64_t m0 = 0; m0 < rows; m0 += MR) micro_avx2(g, m0, n0 + p * PANEL, p, buf);
         }
     }
     free(buf);
@@ -275,6 +342,10 @@ void xtc_quantize_rows(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t
 #ifdef XTC_X86
     if (path == PATH_AVX512) {
         quantize_rows_avx512(x, M, K, Kp, a, scale);
+        return;
+    }
+    if (path == PATH_AVX2) {
+        quantize_rows_avx2(x, M, K, Kp, a, scale);
         return;
     }
 #endif
