@@ -105,11 +105,14 @@ def test_xtc_eval_on_a_packed_bert_runs_without_torch_and_matches_the_fake_quant
     load_tokenizer("bert-tiny").save_pretrained(folder.parent / "stage")
     stage = evaluate(EvalConfig(model=str(folder.parent / "stage"), task="MRPC", glue_dir=glue_dir))
     code = ("import sys, json\nfrom xtc.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    print(json.dumps(['exit', e.code, 'torch' in sys.modules, 'transformers' in sys.modules]))\n")
+            "    print(json.dumps(['exit', e.code, 'torch' in sys.modules, 'transformers' in sys.modules]))\n"
+            "    print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
     result = subprocess.run([sys.executable, "-c", code, "eval", str(folder), "--task", "MRPC", "--glue-dir",
                              str(glue_dir), "--json"], capture_output=True, text=True)
-    *metrics, status = result.stdout.strip().splitlines()
+    *metrics, status, imported = result.stdout.strip().splitlines()
     assert status == '["exit", 0, false, false]', result.stderr
+    # nothing of the `train` extra: the deployment install (`pip install xtc`) does not bring it
+    assert not set(json.loads(imported)) & {"torch", "transformers", "datasets", "accelerate", "matplotlib"}
     packed = json.loads("\n".join(metrics))
     for name in ("f1", "accuracy"):  # all 408 dev rows: within 0.2 points (issue 18's contract)
         assert abs(packed["dev"][name] - stage["dev"][name]) * 100 <= 0.2, (packed, stage)

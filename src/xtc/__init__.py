@@ -6,8 +6,6 @@ or transformers until a function that needs them is used).
 
 from importlib import import_module
 
-from xtc.provenance import VERSION as __version__
-
 # public name -> module that defines it
 _EXPORTS = {
     "XtcError": "xtc.errors",
@@ -41,6 +39,8 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # on first use: importlib.metadata is a sizeable part of a fresh process's start
+        return import_module("xtc.provenance").VERSION
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'xtc' has no attribute {name!r}")

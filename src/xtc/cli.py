@@ -15,7 +15,6 @@ import click
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from xtc.provenance import VERSION
 from xtc.errors import XtcError, format_validation_error
 from xtc.recipe import BenchConfig, EvalConfig, ExportConfig, FinetuneConfig, PredictConfig, RunConfig, SizeConfig
 
@@ -74,6 +73,11 @@ def build_config(config_cls: type[BaseModel], values: dict) -> BaseModel:
         raise XtcError(format_validation_error(e)) from None
 
 
+# The packages of the `train` extra: a command that needs one, on the base (inference) install,
+# is told how to get them instead of failing with a traceback.
+TRAIN_EXTRA = ("torch", "transformers", "datasets", "accelerate", "matplotlib")
+
+
 class XtcGroup(click.Group):
     """Turns XtcError into one line and exit code 2."""
 
@@ -83,13 +87,19 @@ class XtcGroup(click.Group):
         except XtcError as e:
             click.echo(f"xtc: error: {e}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except ModuleNotFoundError as e:
+            if e.name not in TRAIN_EXTRA:
+                raise
+            click.echo(f"xtc: error: this command needs {e.name}, which the base install (packed models only) "
+                       "does not bring: pip install 'xtc[train]'", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("xtc: interrupted", err=True)
             sys.exit(130)
 
 
 @click.group(cls=XtcGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(VERSION, prog_name="xtc")
+@click.version_option(package_name="xtc", prog_name="xtc")  # read when asked, not at every start
 def main():
     """xtc: extreme compression of BERT-family encoders (XTC, NeurIPS 2022)."""
 

@@ -1,11 +1,17 @@
 """Where the running xtc code comes from, for results that say which code made them."""
 
-import importlib.metadata
 import subprocess
 from pathlib import Path
 
-# the installed distribution's version (pyproject.toml is its one source)
-VERSION = importlib.metadata.version("xtc")
+
+def __getattr__(name: str):
+    """VERSION: the installed distribution's version (pyproject.toml is its one source), read on first use,
+    since importing importlib.metadata is a sizeable part of a fresh process's start (xtc predict)."""
+    if name == "VERSION":
+        import importlib.metadata
+
+        return importlib.metadata.version("xtc")
+    raise AttributeError(f"module 'xtc.provenance' has no attribute {name!r}")
 
 
 def source_commit() -> str | None:
