@@ -149,3 +149,14 @@ def test_settings_added_later_and_left_off_keep_a_run_the_same():
     assert not _same_settings(old, {"lr": 1e-4, "recipe": {"stages": [{"name": "q", "quant": "w1a8",
                                                                         "augment": {"copies": 2}}]}})
     assert not _same_settings(old, {"lr": 2e-4, "recipe": old["recipe"]})
+
+
+def test_a_training_command_on_the_base_install_says_which_extra_it_needs(tmp_path, glue_dir):
+    # torch absent, as on `pip install xtc` (no extras): sys.modules[name] = None makes its import fail
+    code = ("import sys\nsys.modules['torch'] = None\nfrom xtc.cli import main\nmain(sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "-c", code, "finetune", "--model", "bert-tiny", "--task", "RTE",
+                             "--glue-dir", str(glue_dir), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "xtc: error: this command needs torch, which the base install (packed models only) does not bring: "
+        "pip install 'xtc[train]'"]

@@ -233,7 +233,7 @@ INLINE void weigh_blocks(const float *s, const float *vc, int64_t T, int64_t D, 
 
 /* softmax(q k.T / sqrt(D) + mask) v for sequence b, head a and its first `queries` queries: into ctx.
  * Keys are padded to Tp, a multiple of LANES (weight exactly 0); scratch: kt [D, Tp] (the keys
- * transposed), s [Tp], bias [Tp], vc [T, D]. NBLK: blocks of LANES floats per register group. */
+ * transposed), s [Tp], bias [Tp], vc [T, D]. NBLK: blocks of 8 floats summed side by side. */
 INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt, const int NBLK) {
     const int64_t H = f->m->H, D = H / f->m->A, T = f->T, Tp = (T + LANES - 1) / LANES * LANES, stride = 3 * H;
     float *s = kt + D * Tp, *bias = s + Tp, *vc = bias + Tp;
@@ -360,6 +360,11 @@ static void run_step(fwd *f, const float_ops *ops, int step, int64_t rows) {
     xtc_run_shares(step_share, &s, f->threads);
 }
 
+/* rows [B * T, H] -> their [CLS] rows [B, H], in place: row b * T -> row b (b <= b * T, in order) */
+static void keep_cls_rows(float *rows, int64_t B, int64_t T, int64_t H) {
+    for (int64_t b = 1; b < B; b++) memmove(rows + b * H, rows + b * T * H, (size_t)H * sizeof(float)); /* T = 1: same */
+}
+
 /* out [rows, N] = in [rows, K] @ W.T + b; a, scale: room for the quantized rows */
 static int linear(fwd *f, const float_ops *ops, const xtc_linear *l, const float *in, float *out, int64_t rows,
                   uint8_t *a, float *scale, int path) {
@@ -382,7 +387,7 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     if (threads < 1) threads = 1;
     fwd f = {.m = m, .ids = ids, .positions = positions, .types = types, .mask = mask, .B = B, .T = T, .M = M,
              .threads = threads};
-    const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + 2 * B * H + 16);
+    const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + B * H + 16);
     float *work = malloc(floats * sizeof(float));
     uint8_t *a = malloc((size_t)(Mp * Kmax) + 64);
     if (!work || !a) {
@@ -392,7 +397,7 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     }
     f.x = work, f.y = f.x + M * H, f.ctx = f.y + M * H, f.qkv = f.ctx + M * H, f.h = f.qkv + M * 3 * H;
     f.scratch = f.h + M * m->I;
-    float *scale = f.scratch + threads * attention_scratch(m, T), *cls = scale + Mp, *pooled = cls + B * H;
+    float *scale = f.scratch + threads * attention_scratch(m, T), *pooled = scale + Mp;
     const float_ops *ops = ops_for(path);
     int failed = 0;
 
@@ -406,11 +411,7 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
         failed |= linear(&f, ops, &l->qkv, f.x, f.qkv, M, a, scale, path);
         f.queries = last ? 1 : T;
         run_step(&f, ops, STEP_ATTEND, 0);
-        if (last)
-            for (int64_t b = 1; b < B; b++) { /* row b * T -> row b, in place (b <= b * T) */
-                memcpy(f.ctx + b * H, f.ctx + b * T * H, (size_t)H * sizeof(float));
-                memcpy(f.x + b * H, f.x + b * T * H, (size_t)H * sizeof(float));
-            }
+        if (last) keep_cls_rows(f.ctx, B, T, H), keep_cls_rows(f.x, B, T, H);
         failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, rows, a, scale, path);
         f.w = l->ln1_w, f.b = l->ln1_b;
         run_step(&f, ops, STEP_ADD_NORM, rows);
@@ -420,9 +421,8 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
         f.w = l->ln2_w, f.b = l->ln2_b;
         run_step(&f, ops, STEP_ADD_NORM, rows);
     }
-    const int64_t cls_stride = m->L ? H : T * H; /* where row b's [CLS] state is now */
-    for (int64_t b = 0; b < B; b++) memcpy(cls + b * H, f.x + b * cls_stride, (size_t)H * sizeof(float));
-    failed |= linear(&f, ops, &m->pooler, cls, pooled, B, a, scale, path);
+    if (!m->L) keep_cls_rows(f.x, B, T, H);
+    failed |= linear(&f, ops, &m->pooler, f.x, pooled, B, a, scale, path); /* x: the B [CLS] rows now */
     activate_all(pooled, B * H, m->pool_act); /* B x H values: not worth a share */
     failed |= linear(&f, ops, &m->classifier, pooled, logits, B, a, scale, path);
     free(work);

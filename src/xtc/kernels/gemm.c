@@ -33,6 +33,11 @@ static void gemm_ref(const gemm_job *g, int64_t n_begin, int64_t n_end) {
         }
 }
 
+/* x's 8-bit code at scale s, + 128: rint (round half to even, as torch.round), clamped to [-128, 127] */
+static inline uint8_t offset_code(float x, float s) {
+    return (uint8_t)((int32_t)fminf(fmaxf(rintf(x / s), -128.0f), 127.0f) + 128);
+}
+
 static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a, float *scale) {
     for (int64_t m = 0; m < M; m++) {
         const float *row = x + m * K;
@@ -41,11 +46,7 @@ static void quantize_rows_ref(const float *x, int64_t M, int64_t K, int64_t Kp, 
         float s = max_abs / 128.0f;
         if (!(s > 0.0f)) s = 1.0f; /* an all-zero row: any scale is exact */
         scale[m] = s;
-        for (int64_t k = 0; k < K; k++) {
-            float v = rintf(row[k] / s); /* round half to even, as torch.round */
-            v = fminf(fmaxf(v, -128.0f), 127.0f);
-            a[m * Kp + k] = (uint8_t)((int32_t)v + 128);
-        }
+        for (int64_t k = 0; k < K; k++) a[m * Kp + k] = offset_code(row[k], s);
     }
 }
 
@@ -227,7 +228,7 @@ AVX2 static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int64_
             const __m128i i16 = _mm_packus_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
             _mm_storel_epi64((__m128i *)(out + k), _mm_packus_epi16(i16, i16));
         }
-        for (; k < K; k++) out[k] = (uint8_t)((int32_t)fminf(fmaxf(rintf(row[k] / s), -128.0f), 127.0f) + 128);
+        for (; k < K; k++) out[k] = offset_code(row[k], s);
     }
 }
 
