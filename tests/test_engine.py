@@ -16,14 +16,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from xtc.compression import export
 from xtc.data.glue import load_examples
 from xtc.data.tasks import get_task
 from xtc import kernels
+from xtc.arch import ARCHITECTURES
 from xtc.engine import Engine
 from xtc.models import load_model, load_tokenizer
 from xtc.quant.apply import quantize_
+from tests.test_models import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +72,44 @@ def test_every_kernel_path_and_thread_count_gives_the_same_logits_bit_for_bit(ex
             assert np.array_equal(Engine.load(folder, threads, path).logits(*inputs), reference), (path, threads)
 
 
-def test_engine_imports_no_torch(exported):
+def test_xtc_load_gives_the_engine_and_imports_no_torch(exported):
     _, folder = exported["w1a8"]
-    code = ("import sys, numpy as np\nfrom xtc.engine import Engine\n"
-            f"e = Engine.load({str(folder)!r})\nprint(e.logits(np.array([[101, 7592, 102]])).shape, "
+    code = ("import sys, xtc\n"
+            f"e = xtc.load({str(folder)!r})\nprint(e.logits(**e.encode([['A man is playing.']])).shape, "
             "'torch' in sys.modules, 'transformers' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["(1,", "2)", "False", "False"], result.stderr
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_every_architecture_runs_on_the_engine_as_its_fake_quant_model(model_type, tmp_path):
+    """RoBERTa's positions count from the padding id, DistilBERT has no token types, this ELECTRA's embeddings
+    (8 wide) are projected to its hidden size (16), and each head has its own activation: padded rows of
+    random ids through all of it."""
+    config = tiny_config(model_type)
+    config.num_labels = 3
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():  # logits of a trained size (~1)
+        model.get_submodule(ARCHITECTURES[model_type].classifier).weight.mul_(30)
+    fake = quantize_(model, "w1a8").eval()
+    folder = export(fake, tmp_path, load_tokenizer("bert-tiny"))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, config.vocab_size, (3, 9))
+    mask = np.ones_like(ids)
+    mask[1, 5:] = mask[2, 2:] = 0
+    ids[mask == 0] = config.pad_token_id or 0
+    types = (np.arange(9) >= 4).astype(np.int64).repeat(3).reshape(9, 3).T.copy()
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if ARCHITECTURES[model_type].token_type_embeddings and config.type_vocab_size > 1:
+        inputs["token_type_ids"] = types
+    with torch.no_grad():
+        expected = fake(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+    engine = Engine.load(folder)
+    got = engine.logits(**inputs)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    for path in kernels.PATHS:
+        assert np.array_equal(Engine.load(folder, 2, path).logits(**inputs), got), path
 
 
 def test_xtc_predict_on_a_packed_bert_runs_without_torch_and_agrees_with_the_torch_runtime(exported):

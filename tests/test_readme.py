@@ -13,6 +13,7 @@ def test_python_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "'loss':" in printed and " MB" in printed
+    assert re.search(r"\[\[ *-?\d+\.\d+ +-?\d+\.\d+\]\]", printed)  # the engine's (1, 2) logits
     assert (tmp_path / "runs" / "example-packed" / "packed.safetensors").is_file()
 
 
@@ -27,7 +28,7 @@ def test_compress_example_runs(tmp_path, monkeypatch, capsys, glue_dir):
     assert "quantize 1 W1A8" in printed
     result = scope["result"]
     assert (tmp_path / result.packed_dir / "packed.safetensors").is_file()
-    assert type(scope["model"]).__name__ == "BertForSequenceClassification"
+    assert type(scope["model"]).__name__ == "Engine" and scope["model"].num_labels == 2
 
 
 def test_compress_names_a_bad_setting(tmp_path):

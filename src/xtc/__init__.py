@@ -31,7 +31,7 @@ _EXPORTS = {
     "reduce_layers": "xtc.reduce",
     "DistillationLoss": "xtc.distill",
     "export": "xtc.compression",
-    "load": "xtc.runtime",
+    "load": "xtc.engine",
     "size_report": "xtc.size",
 }
 

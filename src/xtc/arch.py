@@ -25,11 +25,35 @@ class Architecture:
     ffn_out: str
     # Modules kept in full precision on top of the encoder.
     head: tuple[str, ...]
-    # The hidden x hidden Linear between the encoder's [CLS] output and the classifier (BERT's pooler)
+    # The hidden x hidden Linear between the encoder's [CLS] output and the classifier (BERT's pooler),
+    # its activation, and the Linear that makes the logits
     pooler: str
+    pooler_activation: str
+    classifier: str
+    # What the torch-free engine (engine.py) reads besides the above: the LayerNorms (relative to a layer
+    # for the two inside one), the token-type table (None: the model has none), ELECTRA's projection of
+    # narrower embeddings to the hidden size (None: none), the config's keys of the geometry, and whether
+    # positions count from the padding id on (RoBERTa: padding_idx + 1 + index among the unpadded tokens)
+    embeddings_norm: str = ""
+    attention_norm: str = "attention.output.LayerNorm"
+    output_norm: str = "output.LayerNorm"
+    token_type_embeddings: str | None = ""
+    embeddings_project: str | None = None
+    hidden_key: str = "hidden_size"
+    intermediate_key: str = "intermediate_size"
+    heads_key: str = "num_attention_heads"
+    activation_key: str = "hidden_act"
+    positions_after_padding: bool = False
+
+    def __post_init__(self):  # the embeddings' parts default to their names under ``embeddings``
+        if not self.embeddings_norm:
+            object.__setattr__(self, "embeddings_norm", f"{self.embeddings}.LayerNorm")
+        if self.token_type_embeddings == "":
+            object.__setattr__(self, "token_type_embeddings", f"{self.embeddings}.token_type_embeddings")
 
 
-def _bert_like(base: str, head: tuple[str, ...], pooler: str) -> Architecture:
+def _bert_like(base: str, head: tuple[str, ...], pooler: str, pooler_activation: str, classifier: str,
+               **engine) -> Architecture:
     return Architecture(
         base=base,
         layers=f"{base}.encoder.layer",
@@ -45,15 +69,22 @@ def _bert_like(base: str, head: tuple[str, ...], pooler: str) -> Architecture:
         ffn_out="output.dense",
         head=head,
         pooler=pooler,
+        pooler_activation=pooler_activation,
+        classifier=classifier,
+        **engine,
     )
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     # MiniLM checkpoints (all-MiniLM-L6-v2, paraphrase-MiniLM-L3) are model_type "bert".
-    "bert": _bert_like("bert", ("bert.pooler", "classifier"), "bert.pooler.dense"),
-    "roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
-    "xlm-roberta": _bert_like("roberta", ("classifier",), "classifier.dense"),
-    "electra": _bert_like("electra", ("classifier",), "classifier.dense"),
+    "bert": _bert_like("bert", ("bert.pooler", "classifier"), "bert.pooler.dense", "tanh", "classifier"),
+    "roberta": _bert_like("roberta", ("classifier",), "classifier.dense", "tanh", "classifier.out_proj",
+                          positions_after_padding=True),
+    "xlm-roberta": _bert_like("roberta", ("classifier",), "classifier.dense", "tanh", "classifier.out_proj",
+                              positions_after_padding=True),
+    # ELECTRA's head applies GELU where BERT's pooler has tanh (transformers' ElectraClassificationHead)
+    "electra": _bert_like("electra", ("classifier",), "classifier.dense", "gelu", "classifier.out_proj",
+                          embeddings_project="electra.embeddings_project"),
     "distilbert": Architecture(
         base="distilbert",
         layers="distilbert.transformer.layer",
@@ -69,6 +100,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         ffn_out="ffn.lin2",
         head=("pre_classifier", "classifier"),
         pooler="pre_classifier",
+        pooler_activation="relu",
+        classifier="classifier",
+        attention_norm="sa_layer_norm",
+        output_norm="output_layer_norm",
+        token_type_embeddings=None,
+        hidden_key="dim",
+        intermediate_key="hidden_dim",
+        heads_key="n_heads",
+        activation_key="activation",
     ),
 }
 

@@ -170,7 +170,7 @@ def eval_(as_json: bool, **values):
     from xtc.engine import engine_for
 
     engine = engine_for(config.model)
-    if engine is not None:  # a packed BERT folder: the torch-free engine
+    if engine is not None:  # a packed folder: the torch-free engine
         from xtc.packed_eval import evaluate_packed
 
         results = evaluate_packed(engine, config)

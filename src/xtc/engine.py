@@ -1,4 +1,5 @@
-"""A torch-free engine for packed models: the whole encoder forward in one C call
+"""A torch-free engine for packed models (BERT, RoBERTa / XLM-R, ELECTRA, DistilBERT; the per-architecture
+names are arch.py's): the whole encoder forward in one C call
 (``xtc/kernels/forward.c``) over the packed weights, which stay packed in memory (the word table is
 decoded row by row on lookup). Nothing here imports torch or transformers.
 
@@ -25,37 +26,36 @@ from xtc.packed.read import PackedModel, read_packed
 _ACTIVATIONS = {"gelu": 0, "relu": 1, "tanh": 2}  # forward.h's ACT_*
 # forward.h's WORD_*: how the word table is stored, by encoding
 _WORD_KINDS = {"fp32": 0, "fp16": 1, "binary": 2, "ternary2": 3, "ternary_base3": 4, "int8_row": 5}
-_POOLER_ACTIVATION = "tanh"  # BERT's pooler
 
 
 class Engine:
-    """A packed BERT classifier: ``engine.logits(input_ids, attention_mask, token_type_ids)``, int arrays
-    ``(B, T)`` -> float32 ``(B, num_labels)``; ``engine.encode`` tokenizes raw text for it."""
+    """A packed classifier (BERT, RoBERTa / XLM-R, ELECTRA, DistilBERT): ``engine.logits(input_ids,
+    attention_mask, token_type_ids)``, int arrays ``(B, T)`` -> float32 ``(B, num_labels)``;
+    ``engine.encode`` tokenizes raw text for it."""
 
     def __init__(self, packed: PackedModel, threads: int = 1, path: str | None = None):
         config = packed.header["architecture"]
-        if config.get("model_type") != "bert":
-            raise XtcError(f"{packed.folder}: the torch-free engine runs BERT models so far; "
-                           f"this one is {config.get('model_type')!r} (use xtc.runtime.load)")
-        self.arch, self.config, self.packed, self.threads = architecture("bert"), config, packed, threads
-        self._check_geometry()
-        act = config.get("hidden_act", "gelu")
+        self.arch, self.config, self.packed, self.threads = architecture(str(config.get("model_type"))), config, packed, threads
+        self.sizes = self._check_geometry()
+        act = config.get(self.arch.activation_key, "gelu")
         if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise XtcError(f"{packed.folder}: activation {act!r} is not one the engine runs ({', '.join(_ACTIVATIONS)})")
-        self._labels = packed.entry("classifier.weight")["shape"][0]
+        self._labels = packed.entry(f"{self.arch.classifier}.weight")["shape"][0]
         self._model = _lowbit.model(*self._model_spec(act))
         self._tokenizer = None
         self._path = kernels.path_id(path)  # None: the fastest path this CPU runs
+
+    @property
+    def num_labels(self) -> int:
+        return self._labels
 
     def _float(self, name: str) -> np.ndarray:
         return np.ascontiguousarray(self.packed.dequantized(name), np.float32)
 
     def _model_spec(self, act: str) -> tuple:
         """The arguments of ``_lowbit.model`` (module.c): the geometry, then every tensor, in forward.h's order."""
-        config, arch, e = self.config, self.arch, self.arch.embeddings
-        H, L = config["hidden_size"], config[arch.num_layers_key]
-        dims = (H, config["intermediate_size"], config["num_attention_heads"], L, self._labels, config["vocab_size"],
-                config["max_position_embeddings"], config["type_vocab_size"])
+        arch, z = self.arch, self.sizes
+        dims = (z["H"], z["I"], z["A"], z["L"], self._labels, z["vocab"], z["max_pos"], z["type_vocab"], z["E"])
         word, entry = arch.word_embeddings + ".weight", self.packed.entry(arch.word_embeddings + ".weight")
         if entry["encoding"] not in _WORD_KINDS or entry.get("granularity") == "group":
             raise XtcError(f"{self.packed.folder}: the engine does not run word embeddings stored as "
@@ -66,20 +66,22 @@ class Engine:
         else:
             table, scale = tensors[self.packed.codec(word).suffix], self.packed.scale(word).reshape(-1)
         table = np.ascontiguousarray(table)
+        types = (self._float(f"{arch.token_type_embeddings}.weight") if arch.token_type_embeddings
+                 else np.zeros((1, z["E"]), np.float32))  # no token types: one row of zeros, every id 0
+        project = self._linear([arch.embeddings_project]) if z["E"] != z["H"] else None
         layers = []
-        for i in range(L):
+        for i in range(z["L"]):
             layer = f"{arch.layers}.{i}"
             qkv = self._linear([f"{layer}.{getattr(arch, r)}" for r in ("query", "key", "value")])
             linears = [self._linear([f"{layer}.{getattr(arch, r)}"]) for r in ("attention_output", "ffn_in", "ffn_out")]
-            norms = [self._float(f"{layer}.{n}.{p}") for n in ("attention.output.LayerNorm", "output.LayerNorm")
+            norms = [self._float(f"{layer}.{n}.{p}") for n in (arch.attention_norm, arch.output_norm)
                      for p in ("weight", "bias")]
             layers.append((qkv, *linears, *norms))
-        return (dims, float(config.get("layer_norm_eps", 1e-12)), _ACTIVATIONS[act], _ACTIVATIONS[_POOLER_ACTIVATION],
+        return (dims, z["eps"], _ACTIVATIONS[act], _ACTIVATIONS[arch.pooler_activation],
                 _WORD_KINDS[entry["encoding"]], table.view(np.uint8).reshape(table.shape[0], -1),
-                table.nbytes // table.shape[0], scale, self._float(f"{e}.position_embeddings.weight"),
-                self._float(f"{e}.token_type_embeddings.weight"), self._float(f"{e}.LayerNorm.weight"),
-                self._float(f"{e}.LayerNorm.bias"), tuple(layers), self._linear([arch.pooler]),
-                self._linear(["classifier"]))
+                table.nbytes // table.shape[0], scale, self._float(f"{arch.position_embeddings}.weight"), types,
+                self._float(f"{arch.embeddings_norm}.weight"), self._float(f"{arch.embeddings_norm}.bias"), project,
+                tuple(layers), self._linear([arch.pooler]), self._linear([arch.classifier]))
 
     def _linear(self, names: list[str]) -> tuple:
         """One Linear of ``module.c``'s spec, ``(Kp, neg, nonzero, colsum, alpha, w, bias)``, from one or more
@@ -102,48 +104,61 @@ class Engine:
         alpha = np.ascontiguousarray(np.concatenate(alphas), np.float32)
         return (weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum, alpha, None, bias)
 
-    def _check_geometry(self) -> None:
-        """The header's sizes are positive integers and give every tensor the file holds, of its shape, and
-        no other: a foreign or corrupted header is one XtcError, never a failure in the forward."""
-        config, folder = self.config, self.packed.folder
-        sizes = {}
-        for key in ("hidden_size", "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
-                    "num_attention_heads", "num_hidden_layers"):
-            value = config.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise XtcError(f"{folder}: header field architecture.{key} is {value!r}, expected a positive integer")
-            sizes[key] = value
-        eps = config.get("layer_norm_eps", 1e-12)
+    def _size(self, key: str, default=None) -> int:
+        value = self.config.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise XtcError(f"{self.packed.folder}: header field architecture.{key} is {value!r}, expected a positive "
+                           "integer")
+        return value
+
+    def _check_geometry(self) -> dict:
+        """The header's sizes, as ``H, I, A, L, vocab, max_pos, type_vocab, E, eps``: positive integers that give
+        every tensor the file holds, of its shape, and no other. A foreign or corrupted header is one XtcError,
+        never a failure in the forward."""
+        config, folder, arch = self.config, self.packed.folder, self.arch
+        H = self._size(arch.hidden_key)
+        z = {"H": H, "I": self._size(arch.intermediate_key), "A": self._size(arch.heads_key),
+             "L": self._size(arch.num_layers_key), "vocab": self._size("vocab_size"),
+             "max_pos": self._size("max_position_embeddings"),
+             "type_vocab": self._size("type_vocab_size") if arch.token_type_embeddings else 1,
+             "E": self._size("embedding_size", H) if arch.embeddings_project else H}
+        eps = config.get("layer_norm_eps", 1e-12)  # DistilBERT's LayerNorms: 1e-12, not in its config
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise XtcError(f"{folder}: header field architecture.layer_norm_eps is {eps!r}, expected a small number")
+        z["eps"] = float(eps)
         pad = config.get("pad_token_id", 0)
-        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < sizes["vocab_size"]):
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < z["vocab"]):
             raise XtcError(f"{folder}: header field architecture.pad_token_id is {pad!r}, expected a token id")
+        if arch.positions_after_padding and (pad is None or pad + 2 > z["max_pos"]):
+            raise XtcError(f"{folder}: positions count from pad_token_id {pad!r} on, and max_position_embeddings "
+                           f"{z['max_pos']} leaves no room for them")
         if not isinstance(config.get("id2label", {}), dict):
             raise XtcError(f"{folder}: header field architecture.id2label is not a mapping")
-        held = self.packed.layer_count(self.arch.layers)
-        if sizes["num_hidden_layers"] != held:
-            raise XtcError(f"{folder}: header field architecture.num_hidden_layers is {sizes['num_hidden_layers']}, "
+        held = self.packed.layer_count(arch.layers)
+        if z["L"] != held:
+            raise XtcError(f"{folder}: header field architecture.{arch.num_layers_key} is {z['L']}, "
                            f"but the file holds {held} layers")
-        H, I = sizes["hidden_size"], sizes["intermediate_size"]
-        if H % sizes["num_attention_heads"]:
-            raise XtcError(f"{folder}: hidden_size {H} is not a multiple of num_attention_heads "
-                           f"{sizes['num_attention_heads']}")
+        if H % z["A"]:
+            raise XtcError(f"{folder}: hidden size {H} is not a multiple of the {z['A']} attention heads")
         labels = len(config.get("id2label") or {}) or 2
-        e = self.arch.embeddings
-        expected = {self.arch.word_embeddings + ".weight": (sizes["vocab_size"], H),
-                    f"{e}.position_embeddings.weight": (sizes["max_position_embeddings"], H),
-                    f"{e}.token_type_embeddings.weight": (sizes["type_vocab_size"], H),
-                    f"{e}.LayerNorm.weight": (H,), f"{e}.LayerNorm.bias": (H,),
-                    f"{self.arch.pooler}.weight": (H, H), f"{self.arch.pooler}.bias": (H,),
-                    "classifier.weight": (labels, H), "classifier.bias": (labels,)}
-        for i in range(sizes["num_hidden_layers"]):
-            layer = f"{self.arch.layers}.{i}"
+        E, I = z["E"], z["I"]
+        expected = {arch.word_embeddings + ".weight": (z["vocab"], E),
+                    f"{arch.position_embeddings}.weight": (z["max_pos"], E),
+                    f"{arch.embeddings_norm}.weight": (E,), f"{arch.embeddings_norm}.bias": (E,),
+                    f"{arch.pooler}.weight": (H, H), f"{arch.pooler}.bias": (H,),
+                    f"{arch.classifier}.weight": (labels, H), f"{arch.classifier}.bias": (labels,)}
+        if arch.token_type_embeddings:
+            expected[f"{arch.token_type_embeddings}.weight"] = (z["type_vocab"], E)
+        if E != H:
+            expected[f"{arch.embeddings_project}.weight"] = (H, E)
+            expected[f"{arch.embeddings_project}.bias"] = (H,)
+        for i in range(z["L"]):
+            layer = f"{arch.layers}.{i}"
             for role, shape in (("query", (H, H)), ("key", (H, H)), ("value", (H, H)), ("attention_output", (H, H)),
                                 ("ffn_in", (I, H)), ("ffn_out", (H, I))):
-                expected[f"{layer}.{getattr(self.arch, role)}.weight"] = shape
-                expected[f"{layer}.{getattr(self.arch, role)}.bias"] = shape[:1]
-            for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+                expected[f"{layer}.{getattr(arch, role)}.weight"] = shape
+                expected[f"{layer}.{getattr(arch, role)}.bias"] = shape[:1]
+            for norm in (arch.attention_norm, arch.output_norm):
                 expected[f"{layer}.{norm}.weight"] = expected[f"{layer}.{norm}.bias"] = (H,)
         entries = self.packed.header["tensors"]
         for name, shape in expected.items():
@@ -154,7 +169,9 @@ class Engine:
                                f"makes it {list(shape)}")
         extra = sorted(set(entries) - set(expected))
         if extra:
-            raise XtcError(f"{folder}: tensor {extra[0]} is not part of the header's BERT architecture")
+            raise XtcError(f"{folder}: tensor {extra[0]} is not part of the header's {config['model_type']} "
+                           "architecture")
+        return z
 
     @classmethod
     def load(cls, folder: str | Path, threads: int = 1, path: str | None = None) -> "Engine":
@@ -162,7 +179,7 @@ class Engine:
         (default: the fastest; all give the same logits bit for bit)."""
         return cls(read_packed(folder), threads, path)
 
-    def encode(self, columns: list[list[str]], max_seq_length: int) -> dict[str, np.ndarray]:
+    def encode(self, columns: list[list[str]], max_seq_length: int = 128) -> dict[str, np.ndarray]:
         """Texts (one list, or two for pairs) -> ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T),
         with the folder's ``tokenizer.json`` (the ``tokenizers`` library: what the fast HF tokenizer runs)."""
         if self._tokenizer is None:
@@ -177,37 +194,53 @@ class Engine:
         pad_id = self.config.get("pad_token_id") or 0
         tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
         encoded = tokenizer.encode_batch(list(zip(*columns)) if len(columns) == 2 else columns[0])
-        return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)}
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        types = (np.array([e.type_ids for e in encoded], dtype=np.int64) if self.sizes["type_vocab"] > 1
+                 else np.zeros_like(ids))  # RoBERTa's and DistilBERT's forward take no token types
+        return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+                "token_type_ids": types}
 
     def logits(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
+        """``token_type_ids`` are ignored by a model without token types (DistilBERT), as in transformers."""
+        z = self.sizes
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.config["max_position_embeddings"] or not ids.shape[0]:
-            raise XtcError(f"input_ids must be (batch, tokens) with 1 to {self.config['max_position_embeddings']} "
-                           f"tokens, got {list(ids.shape)}")
-        if ids.min() < 0 or ids.max() >= self.config["vocab_size"]:
-            raise XtcError(f"token ids must be in 0..{self.config['vocab_size'] - 1}")
+        if ids.ndim != 2 or not ids.shape[0] or not ids.shape[1]:
+            raise XtcError(f"input_ids must be (batch, tokens), got {list(ids.shape)}")
+        if ids.min() < 0 or ids.max() >= z["vocab"]:
+            raise XtcError(f"token ids must be in 0..{z['vocab'] - 1}")
         B, T = ids.shape
         mask = np.ones_like(ids) if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=np.int64)
-        types = np.zeros_like(ids) if token_type_ids is None else np.ascontiguousarray(token_type_ids, dtype=np.int64)
+        types = (np.zeros_like(ids) if token_type_ids is None or not self.arch.token_type_embeddings
+                 else np.ascontiguousarray(token_type_ids, dtype=np.int64))
         if mask.shape != ids.shape or types.shape != ids.shape:
             raise XtcError(f"attention_mask and token_type_ids must be {list(ids.shape)} like input_ids")
-        if types.min() < 0 or types.max() >= self.config["type_vocab_size"]:
-            raise XtcError(f"token type ids must be in 0..{self.config['type_vocab_size'] - 1}")
-        positions = np.ascontiguousarray(np.broadcast_to(np.arange(T, dtype=np.int64), (B, T)))
+        if types.min() < 0 or types.max() >= z["type_vocab"]:
+            raise XtcError(f"token type ids must be in 0..{z['type_vocab'] - 1}")
+        positions = self._positions(ids)
+        if positions.max() >= z["max_pos"]:
+            raise XtcError(f"input_ids have {T} tokens, more than this model's {z['max_pos']} positions hold")
         logits = np.empty((B, self._labels), np.float32)
         _lowbit.forward(self._model, ids, positions, types, mask, B, T, logits, self._path, self.threads)
         if not np.isfinite(logits).all():
             raise XtcError(f"{self.packed.folder}: the model computed non-finite logits (its stored values overflow)")
         return logits
 
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """(B, T) position ids: 0..T-1, or RoBERTa's: padding_idx + 1 + the index among the tokens that are not
+        padding, padding_idx on padding (transformers' create_position_ids_from_input_ids)."""
+        B, T = ids.shape
+        if not self.arch.positions_after_padding:
+            return np.ascontiguousarray(np.broadcast_to(np.arange(T, dtype=np.int64), (B, T)))
+        pad = self.config["pad_token_id"]
+        real = ids != pad
+        return np.cumsum(real, axis=1, dtype=np.int64) * real + pad
+
+
+load = Engine.load  # xtc.load: a packed folder -> its Engine
+
 
 def engine_for(folder: str | Path) -> "Engine | None":
-    """The engine of a packed folder it runs (BERT), or None: another architecture, or not a packed folder."""
+    """The engine of a packed folder, or None when ``folder`` is not one (a Hugging Face or fake-quant folder)."""
     from xtc.packed.layout import WEIGHTS_FILE
 
-    if not (Path(folder) / WEIGHTS_FILE).is_file():
-        return None
-    packed = read_packed(folder)
-    return Engine(packed) if packed.header["architecture"].get("model_type") == "bert" else None
+    return Engine.load(folder) if (Path(folder) / WEIGHTS_FILE).is_file() else None

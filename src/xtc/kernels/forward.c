@@ -104,11 +104,11 @@ static float half_to_float(uint16_t h) { /* exact */
     return v.f;
 }
 
-/* row `id` of the word table, decoded into out [H] */
+/* row `id` of the word table, decoded into out [E] */
 static void word_row(const xtc_model *m, int64_t id, float *out) {
     const uint8_t *row = (const uint8_t *)m->word + id * m->word_row_bytes;
     const float s = m->word_scale ? m->word_scale[m->word_scale_per_row ? id : 0] : 1.0f;
-    const int64_t H = m->H;
+    const int64_t H = m->E;
     switch (m->word_kind) {
     case WORD_FP32: memcpy(out, row, (size_t)H * sizeof(float)); return;
     case WORD_FP16:
@@ -147,6 +147,7 @@ typedef struct {
     int64_t B, T, M;
     int64_t queries; /* attention queries per sequence: T, or 1 (the [CLS] row) in the last layer */
     float *x, *y, *qkv, *ctx, *h, *scratch; /* scratch: attention_scratch floats per share */
+    float *emb; /* the embeddings [M, E]: x itself when E = H */
     const xtc_layer *layer;
     const float *w, *b; /* the LayerNorm being applied */
     int threads;
@@ -154,12 +155,13 @@ typedef struct {
 
 INLINE void embed_body(fwd *f, int64_t lo, int64_t hi) {
     const xtc_model *m = f->m;
+    const int64_t E = m->E;
     for (int64_t r = lo; r < hi; r++) {
-        float *x = f->x + r * m->H;
+        float *x = f->emb + r * E;
         word_row(m, f->ids[r], x);
-        const float *p = m->pos + f->positions[r] * m->H, *t = m->types + f->types[r] * m->H;
-        for (int64_t i = 0; i < m->H; i++) x[i] = (x[i] + p[i]) + t[i];
-        add_layer_norm_row(x, NULL, m->emb_ln_w, m->emb_ln_b, m->H, m->eps);
+        const float *p = m->pos + f->positions[r] * E, *t = m->types + f->types[r] * E;
+        for (int64_t i = 0; i < E; i++) x[i] = (x[i] + p[i]) + t[i];
+        add_layer_norm_row(x, NULL, m->emb_ln_w, m->emb_ln_b, E, m->eps);
     }
 }
 
@@ -383,11 +385,12 @@ static int linear(fwd *f, const float_ops *ops, const xtc_linear *l, const float
 int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions, const int64_t *types,
                 const int64_t *mask, int64_t B, int64_t T, float *logits, int path, int threads) {
     const int64_t M = B * T, H = m->H, Mp = (M + MR - 1) / MR * MR;
-    const int64_t Kmax = ((m->I > H ? m->I : H) + 3) / 4 * 4;
+    const int64_t K1 = m->I > H ? m->I : H, Kmax = ((K1 > m->E ? K1 : m->E) + 3) / 4 * 4;
+    const int64_t emb_floats = m->E != H ? M * m->E : 0;
     if (threads < 1) threads = 1;
     fwd f = {.m = m, .ids = ids, .positions = positions, .types = types, .mask = mask, .B = B, .T = T, .M = M,
              .threads = threads};
-    const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + B * H + 16);
+    const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + B * H + emb_floats + 16);
     float *work = malloc(floats * sizeof(float));
     uint8_t *a = malloc((size_t)(Mp * Kmax) + 64);
     if (!work || !a) {
@@ -398,10 +401,12 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     f.x = work, f.y = f.x + M * H, f.ctx = f.y + M * H, f.qkv = f.ctx + M * H, f.h = f.qkv + M * 3 * H;
     f.scratch = f.h + M * m->I;
     float *scale = f.scratch + threads * attention_scratch(m, T), *pooled = scale + Mp;
+    f.emb = m->E != H ? pooled + B * H : f.x;
     const float_ops *ops = ops_for(path);
     int failed = 0;
 
     run_step(&f, ops, STEP_EMBED, M);
+    if (m->E != H) failed |= linear(&f, ops, &m->emb_proj, f.emb, f.x, M, a, scale, path);
     for (int64_t i = 0; i < m->L && !failed; i++) {
         const xtc_layer *l = &m->layers[i];
         /* The classifier reads only the [CLS] rows: the last layer needs every row's keys and values, but

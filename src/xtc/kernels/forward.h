@@ -2,7 +2,8 @@
  * The whole encoder forward of a packed BERT-layout classifier in C (forward.c), over the low-bit
  * products of lowbit.h: no Python between layers.
  *
- *   x = LayerNorm(word[ids] + position[positions] + token_type[types])          (M = B*T rows of H)
+ *   x = LayerNorm(word[ids] + position[positions] + token_type[types])          (M = B*T rows of E)
+ *   x = x @ Wp.T + bp  when E != H (ELECTRA's projection of narrower embeddings)   (M rows of H)
  *   per layer:  a = quantize(x)                                                    (once for Q, K and V)
  *               q|k|v = a @ Wqkv.T * s + b                                         (one product, N = 3H)
  *               c = softmax(q k.T / sqrt(D) + mask) v                              (per sequence and head)
@@ -44,14 +45,16 @@ typedef struct {
 
 typedef struct {
     int64_t H, I, A, L, labels, vocab, max_pos, type_vocab;
+    int64_t E; /* the embeddings' width: H, or narrower with a projection to H */
     float eps;
     int act, pool_act;
     int word_kind;
-    const void *word;        /* [vocab, row_bytes] */
+    const void *word;        /* [vocab, row_bytes]: E values a row */
     int64_t word_row_bytes;
     const float *word_scale; /* [1] or [vocab] for the scaled kinds */
     int word_scale_per_row;
-    const float *pos, *types, *emb_ln_w, *emb_ln_b; /* [max_pos, H], [type_vocab, H], [H], [H] */
+    const float *pos, *types, *emb_ln_w, *emb_ln_b; /* [max_pos, E], [type_vocab, E], [E], [E] */
+    xtc_linear emb_proj;     /* E -> H; used only when E != H */
     const xtc_layer *layers; /* [L] */
     xtc_linear pooler, classifier;
 } xtc_model;

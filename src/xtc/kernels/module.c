@@ -229,21 +229,26 @@ static void hold_linear(model_holder *h, PyObject *spec, xtc_linear *l, int64_t 
 }
 
 static PyObject *py_model(PyObject *self, PyObject *args) {
-    PyObject *word, *word_scale, *pos, *types, *ln_w, *ln_b, *layers, *pooler, *classifier;
-    long long H, I, A, L, labels, vocab, max_pos, type_vocab, row_bytes;
+    PyObject *word, *word_scale, *pos, *types, *ln_w, *ln_b, *proj, *layers, *pooler, *classifier;
+    long long H, I, A, L, labels, vocab, max_pos, type_vocab, E, row_bytes;
     double eps;
     int act, pool_act, word_kind;
-    if (!PyArg_ParseTuple(args, "(LLLLLLLL)diiiOLOOOOOO!OO", &H, &I, &A, &L, &labels, &vocab, &max_pos, &type_vocab,
-                          &eps, &act, &pool_act, &word_kind, &word, &row_bytes, &word_scale, &pos, &types, &ln_w,
-                          &ln_b, &PyTuple_Type, &layers, &pooler, &classifier))
+    if (!PyArg_ParseTuple(args, "(LLLLLLLLL)diiiOLOOOOOOO!OO", &H, &I, &A, &L, &labels, &vocab, &max_pos, &type_vocab,
+                          &E, &eps, &act, &pool_act, &word_kind, &word, &row_bytes, &word_scale, &pos, &types, &ln_w,
+                          &ln_b, &proj, &PyTuple_Type, &layers, &pooler, &classifier))
         return NULL;
     if (H < 1 || I < 1 || A < 1 || H % A || L < 0 || labels < 1 || vocab < 1 || max_pos < 1 || type_vocab < 1 ||
+        E < 1 || (E != H) != (proj != Py_None) ||
         PyTuple_GET_SIZE(layers) != L || word_kind < WORD_FP32 || word_kind > WORD_INT8 || act < ACT_GELU ||
         act > ACT_TANH || pool_act < ACT_GELU || pool_act > ACT_TANH)
         return PyErr_Format(PyExc_ValueError, "bad model geometry");
+    /* the bytes word_row (forward.c) reads of a row of E values, by kind */
+    const long long row_needs[] = {4 * E, 2 * E, (E + 7) / 8, (E + 3) / 4, (E + 4) / 5, E};
+    if (row_bytes < row_needs[word_kind]) return PyErr_Format(PyExc_ValueError, "word rows of %lld bytes hold "
+                                                              "fewer than %lld values", row_bytes, E);
     model_holder *h = calloc(1, sizeof *h);
     if (!h) return PyErr_NoMemory();
-    h->cap = (int)(16 + 40 * L);
+    h->cap = (int)(32 + 40 * L); /* buffers held: 6 + 5 per low-bit Linear (3 outside the layers) + 24 a layer */
     h->views = calloc((size_t)h->cap, sizeof(Py_buffer));
     h->layers = calloc((size_t)(L ? L : 1), sizeof(xtc_layer));
     if (!h->views || !h->layers) {
@@ -252,7 +257,7 @@ static PyObject *py_model(PyObject *self, PyObject *args) {
     }
     xtc_model *m = &h->m;
     *m = (xtc_model){.H = H, .I = I, .A = A, .L = L, .labels = labels, .vocab = vocab, .max_pos = max_pos,
-                     .type_vocab = type_vocab, .eps = (float)eps, .act = act, .pool_act = pool_act,
+                     .type_vocab = type_vocab, .E = E, .eps = (float)eps, .act = act, .pool_act = pool_act,
                      .word_kind = word_kind, .word_row_bytes = row_bytes, .layers = h->layers};
     int ok = 1;
     m->word = hold(h, word, 1, vocab * row_bytes, "word", 0, &ok);
@@ -261,10 +266,11 @@ static PyObject *py_model(PyObject *self, PyObject *args) {
         m->word_scale_per_row = n == vocab && vocab > 1;
         m->word_scale = hold(h, word_scale, 4, m->word_scale_per_row ? vocab : 1, "word_scale", 0, &ok);
     }
-    m->pos = hold(h, pos, 4, max_pos * H, "pos", 0, &ok);
-    m->types = hold(h, types, 4, type_vocab * H, "types", 0, &ok);
-    m->emb_ln_w = hold(h, ln_w, 4, H, "emb_ln_w", 0, &ok);
-    m->emb_ln_b = hold(h, ln_b, 4, H, "emb_ln_b", 0, &ok);
+    m->pos = hold(h, pos, 4, max_pos * E, "pos", 0, &ok);
+    m->types = hold(h, types, 4, type_vocab * E, "types", 0, &ok);
+    m->emb_ln_w = hold(h, ln_w, 4, E, "emb_ln_w", 0, &ok);
+    m->emb_ln_b = hold(h, ln_b, 4, E, "emb_ln_b", 0, &ok);
+    if (E != H) hold_linear(h, proj, &m->emb_proj, H, E, &ok);
     for (int64_t i = 0; i < L && ok; i++) {
         PyObject *qkv, *out, *fin, *fout, *w1, *b1, *w2, *b2;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(layers, i), "OOOOOOOO", &qkv, &out, &fin, &fout, &w1, &b1, &w2, &b2)) {
