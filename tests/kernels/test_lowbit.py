@@ -13,9 +13,9 @@ from xtc import kernels
 from xtc.quant.primitives import symmetric_codes
 
 # (M, N, K): tokens, outputs, features; most are not multiples of the kernels' blocks (6 tokens,
-# 16 or 64 outputs, 4 features)
+# 16 or 64 outputs, 4 features); every count of rows left after the 6-row blocks (AVX2 has a kernel each)
 SHAPES = [(1, 1, 1), (3, 5, 31), (6, 16, 4), (5, 7, 33), (9, 13, 100), (128, 40, 384), (7, 130, 517),
-          (13, 64, 1536), (2, 65, 3)]
+          (13, 64, 1536), (2, 65, 3), (4, 17, 70), (16, 48, 384)]
 PATHS = kernels.PATHS
 
 

@@ -232,13 +232,15 @@ AVX2 static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int64_
     }
 }
 
-/* MR rows x 16 columns (one panel). The u8 x s8 pairs of vpmaddubsw are at most 2 x 255 in size
+/* R <= MR rows x 16 columns (one panel). The u8 x s8 pairs of vpmaddubsw are at most 2 x 255 in size
  * (|w| <= 1), so int16 sums of up to SPAN16 of them cannot overflow: they are widened to int32 once
- * per SPAN16 input quads (vpmaddwd by 1), not at every step. */
+ * per SPAN16 input quads (vpmaddwd by 1), not at every step. R is a constant at each call (micro_rows_avx2):
+ * the rows past it are compiled out, so a short tail (16 tokens = 6 + 6 + 4, or the last layer's
+ * single [CLS] row) costs its own rows only. */
 #define SPAN16 64 /* 64 x 510 = 32640 <= 32767 */
 #define ACC2(r) __m256i s##r##0 = _mm256_setzero_si256(), s##r##1 = s##r##0;
 #define STEP2(r)                                                                                    \
-    {                                                                                               \
+    if (R > (r)) {                                                                                  \
         int32_t quad;                                                                               \
         memcpy(&quad, a + (r) * g->Kp + j * 4, 4);                                                  \
         const __m256i x = _mm256_set1_epi32(quad);                                                  \
@@ -246,15 +248,18 @@ AVX2 static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int64_
         s##r##1 = _mm256_add_epi16(s##r##1, _mm256_maddubs_epi16(x, b1));                           \
     }
 #define WIDEN2(r)                                                                                   \
-    c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(s##r##0, ones16));                        \
-    c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(s##r##1, ones16));
+    if (R > (r)) {                                                                                  \
+        c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(s##r##0, ones16));                    \
+        c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(s##r##1, ones16));                    \
+    }
 
-AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t panel, const int8_t *buf) {
+AVX2 static inline __attribute__((always_inline)) void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0,
+                                                                  int64_t panel, const int8_t *buf, const int R) {
     const int64_t kq = g->Kp / 4;
     const uint8_t *a = g->a + m0 * g->Kp;
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i c[MR][2];
-    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
+    for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm256_setzero_si256();
     for (int64_t j0 = 0; j0 < kq; j0 += SPAN16) {
         const int64_t j1 = j0 + SPAN16 < kq ? j0 + SPAN16 : kq;
         ACC2(0) ACC2(1) ACC2(2) ACC2(3) ACC2(4) ACC2(5)
@@ -266,7 +271,7 @@ AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t p
         WIDEN2(0) WIDEN2(1) WIDEN2(2) WIDEN2(3) WIDEN2(4) WIDEN2(5)
     }
     const int full = g->N - n0 >= 16;
-    for (int r = 0; r < MR && m0 + r < g->M; r++) {
+    for (int r = 0; r < R; r++) {
         const int64_t m = m0 + r;
         if (!full) { /* the last, partial panel */
             int32_t sums[16];
@@ -293,6 +298,18 @@ AVX2 static void micro_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t p
             if (g->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(g->bias + n));
             _mm256_storeu_ps(g->y + m * g->N + n, v);
         }
+    }
+}
+
+/* Rows [m0, m0 + MR) of one panel, or the fewer left at the end of M: a kernel compiled for each count. */
+AVX2 static void micro_rows_avx2(const gemm_job *g, int64_t m0, int64_t n0, int64_t panel, const int8_t *buf) {
+    switch (g->M - m0 < MR ? g->M - m0 : MR) {
+    case 1: micro_avx2(g, m0, n0, panel, buf, 1); return;
+    case 2: micro_avx2(g, m0, n0, panel, buf, 2); return;
+    case 3: micro_avx2(g, m0, n0, panel, buf, 3); return;
+    case 4: micro_avx2(g, m0, n0, panel, buf, 4); return;
+    case 5: micro_avx2(g, m0, n0, panel, buf, 5); return;
+    default: micro_avx2(g, m0, n0, panel, buf, MR);
     }
 }
 #endif
@@ -331,7 +348,7 @@ int xtc_gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path) {
         } else {
             expand_block_avx2(g, n0 / PANEL, np, buf);
             for (int64_t p = 0; p < 4 && n0 + p * PANEL < g->N; p++)
-                for (int64_t m0 = 0; m0 < rows; m0 += MR) micro_avx2(g, m0, n0 + p * PANEL, p, buf);
+                for (int64_t m0 = 0; m0 < g->M; m0 += MR) micro_rows_avx2(g, m0, n0 + p * PANEL, p, buf);
         }
     }
     free(buf);
