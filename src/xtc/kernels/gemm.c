@@ -232,20 +232,26 @@ AVX2 static void quantize_rows_avx2(const float *x, int64_t M, int64_t K, int64_
     }
 }
 
-/* R <= MR rows x 16 columns (one panel). The u8 x s8 pairs of vpmaddubsw are at most 2 x 255 in size
+/* R <= MR rows x 16 columns (one panel): 12 int16 sums, 2 weight vectors, the input and a product fill the
+ * 16 ymm registers. The u8 x s8 pairs of vpmaddubsw are at most 2 x 255 in size
  * (|w| <= 1), so int16 sums of up to SPAN16 of them cannot overflow: they are widened to int32 once
  * per SPAN16 input quads (vpmaddwd by 1), not at every step. R is a constant at each call (micro_rows_avx2):
  * the rows past it are compiled out, so a short tail (16 tokens = 6 + 6 + 4, or the last layer's
  * single [CLS] row) costs its own rows only. */
 #define SPAN16 64 /* 64 x 510 = 32640 <= 32767 */
 #define ACC2(r) __m256i s##r##0 = _mm256_setzero_si256(), s##r##1 = s##r##0;
+/* One row's step, in assembly so that the two products are summed as soon as made: from intrinsics GCC
+ * made all of a step's products first, which needs more registers than the 16 and kept sums on the stack. */
 #define STEP2(r)                                                                                    \
     if (R > (r)) {                                                                                  \
-        int32_t quad;                                                                               \
-        memcpy(&quad, a + (r) * g->Kp + j * 4, 4);                                                  \
-        const __m256i x = _mm256_set1_epi32(quad);                                                  \
-        s##r##0 = _mm256_add_epi16(s##r##0, _mm256_maddubs_epi16(x, b0));                           \
-        s##r##1 = _mm256_add_epi16(s##r##1, _mm256_maddubs_epi16(x, b1));                           \
+        __m256i x, t;                                                                               \
+        __asm__("vpbroadcastd %[q], %[x]\n\t"                                                       \
+                "vpmaddubsw %[b0], %[x], %[t]\n\t"                                                   \
+                "vpaddw %[t], %[s0], %[s0]\n\t"                                                      \
+                "vpmaddubsw %[b1], %[x], %[t]\n\t"                                                   \
+                "vpaddw %[t], %[s1], %[s1]"                                                          \
+                : [s0] "+x"(s##r##0), [s1] "+x"(s##r##1), [x] "=&x"(x), [t] "=&x"(t)                \
+                : [q] "m"(*(const int32_t *)(a + (r) * g->Kp + j * 4)), [b0] "x"(b0), [b1] "x"(b1)); \
     }
 #define WIDEN2(r)                                                                                   \
     if (R > (r)) {                                                                                  \
