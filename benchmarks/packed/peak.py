@@ -44,13 +44,12 @@ def median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def ceiling(source: str, repeats: int) -> float:
+def ceiling(source: str, repeats: int, isa: tuple[str, ...] = ("-mavx512f", "-mavx512bw", "-mavx512vnni")) -> float:
     """Multiply-adds (or the binary-weight multiply-adds that lookups replace) per second of one of
-    the assembly loops beside this script, one thread."""
+    the assembly loops beside this script (built with the ``isa`` flags), one thread."""
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "peak.so"
-        subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-shared", "-fPIC",
-                        str(HERE / source), "-o", str(lib)], check=True)
+        subprocess.run(["gcc", "-O2", *isa, "-shared", "-fPIC", str(HERE / source), "-o", str(lib)], check=True)
         loop = ctypes.CDLL(str(lib))
         run = getattr(loop, source.removesuffix(".c"))
         run.argtypes = loop.macs_per_call.argtypes = [ctypes.c_int64]
