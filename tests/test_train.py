@@ -118,7 +118,7 @@ def test_non_finite_loss_stops_with_a_clear_message(glue_dir, tmp_path, monkeypa
     assert (out / "checkpoint" / "state.json").is_file() and not (out / "metrics.json").exists()
 
 
-def test_bf16_autocast_trains_float32_weights_and_evaluates_in_float32(glue_dir, tmp_path, monkeypatch):
+def test_bf16_autocast_trains_float32_weights_and_evaluates_in_float32(glue_dir, tmp_path, monkeypatch, capsys):
     """--bf16 runs the training forward in bfloat16 (seen by the model's matmuls) but stores float32
     weights, and the recorded dev metrics are those of a float32 re-evaluation of the saved folder."""
     seen = []
@@ -131,6 +131,9 @@ def test_bf16_autocast_trains_float32_weights_and_evaluates_in_float32(glue_dir,
                                       lr=5e-4, bf16=True))
     monkeypatch.undo()
     assert any(seen) and not all(seen)  # autocast in the training steps, not in evaluation
+    # a CPU without bf16 instructions emulates them, slower than float32: the run says so
+    warned = "without bfloat16 instructions" in capsys.readouterr().err
+    assert warned == (not torch.ops.mkldnn._is_mkldnn_bf16_supported())
     model, _ = load_model(str(out))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     again = evaluate(EvalConfig(model=str(out), task="MRPC", glue_dir=glue_dir, max_eval_samples=48))

@@ -1,4 +1,4 @@
-"""GLUE scores of a packed BERT folder on the torch-free engine (``xtc.engine``): what ``xtc eval`` runs
+"""GLUE scores of a packed folder on the torch-free engine (``xtc.engine``): what ``xtc eval`` runs
 for such a folder, importing neither torch nor transformers."""
 
 import numpy as np

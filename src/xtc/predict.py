@@ -1,7 +1,7 @@
 """Predictions of a trained (or packed) model on raw text: labels and scores, batched.
 
-A packed BERT folder runs on the torch-free engine (``xtc.engine``: neither torch nor transformers is
-imported); other packed folders and stage folders run in torch.
+A packed folder runs on the torch-free engine (``xtc.engine``: neither torch nor transformers is
+imported); stage folders (the fake-quant model) run in torch.
 """
 
 import numpy as np

@@ -262,7 +262,7 @@ class BenchConfig(Schema):
     """Latency, throughput and memory of a packed model on the torch-free engine, over a grid of
     thread counts x batch sizes x sequence lengths."""
 
-    model: str = Field(description="a packed BERT folder")
+    model: str = Field(description="a packed model folder (xtc export)")
     tokens: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1, json_schema_extra={"repeatable": True},
                                     description="sequence lengths, e.g. 16,32 (repeatable)")
     batch: tuple[int, ...] = Field((1,), min_length=1, json_schema_extra={"repeatable": True},

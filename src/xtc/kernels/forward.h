@@ -1,6 +1,7 @@
 /*
- * The whole encoder forward of a packed BERT-layout classifier in C (forward.c), over the low-bit
- * products of lowbit.h: no Python between layers.
+ * The whole encoder forward of a packed BERT-family classifier in C (forward.c), over the low-bit
+ * products of lowbit.h: no Python between layers. BERT, RoBERTa / XLM-R, ELECTRA and DistilBERT share
+ * this layout; the caller gives each its positions, token types (or one row of zeros) and head.
  *
  *   x = LayerNorm(word[ids] + position[positions] + token_type[types])          (M = B*T rows of E)
  *   x = x @ Wp.T + bp  when E != H (ELECTRA's projection of narrower embeddings)   (M rows of H)
