@@ -39,7 +39,7 @@ def test_json_has_one_consistent_row_per_point():
     assert peaks == sorted(peaks)  # the process's peak so far never goes down
     assert len({r["load_ms"] for r in report["rows"] if r["threads"] == 1}) == 1  # one load per thread count
     assert report["model"]["file_bytes"] == (PACKED / WEIGHTS_FILE).stat().st_size
-    assert report["model"]["max_position_embeddings"] == 16
+    assert report["model"]["max_tokens"] == 16
     assert report["machine"]["kernel_path"] == kernels.PATHS[-1] and report["machine"]["cores"] >= 1
     assert report["machine"]["cpu"]
     assert report["settings"]["repeats"] == 5 and report["settings"]["warmup"] == 1

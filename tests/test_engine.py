@@ -23,9 +23,12 @@ from xtc.data.glue import load_examples
 from xtc.data.tasks import get_task
 from xtc import kernels
 from xtc.arch import ARCHITECTURES
+from xtc.bench import bench
+from xtc.errors import XtcError
 from xtc.engine import Engine
 from xtc.models import load_model, load_tokenizer
 from xtc.quant.apply import quantize_
+from xtc.recipe import BenchConfig
 from tests.test_models import tiny_config
 
 
@@ -99,7 +102,7 @@ def test_every_architecture_runs_on_the_engine_as_its_fake_quant_model(model_typ
     mask = np.ones_like(ids)
     mask[1, 5:] = mask[2, 2:] = 0
     ids[mask == 0] = config.pad_token_id or 0
-    types = (np.arange(9) >= 4).astype(np.int64).repeat(3).reshape(9, 3).T.copy()
+    types = np.tile(np.arange(9) >= 4, (3, 1)).astype(np.int64)
     inputs = {"input_ids": ids, "attention_mask": mask}
     if ARCHITECTURES[model_type].token_type_embeddings and config.type_vocab_size > 1:
         inputs["token_type_ids"] = types
@@ -110,6 +113,17 @@ def test_every_architecture_runs_on_the_engine_as_its_fake_quant_model(model_typ
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
     for path in kernels.PATHS:
         assert np.array_equal(Engine.load(folder, 2, path).logits(**inputs), got), path
+    if not ARCHITECTURES[model_type].token_type_embeddings:  # DistilBERT: token types are ignored
+        assert np.array_equal(engine.logits(**inputs, token_type_ids=types), got)
+    # the longest input: RoBERTa's positions start after the padding id
+    pad_offset = config.pad_token_id + 1 if ARCHITECTURES[model_type].positions_after_padding else 0
+    assert engine.max_tokens == config.max_position_embeddings - pad_offset
+    engine.logits(np.full((1, engine.max_tokens), 5))
+    with pytest.raises(XtcError, match=f"input_ids have {engine.max_tokens + 1} tokens; this model takes at most "
+                                       f"{engine.max_tokens}"):
+        engine.logits(np.full((1, engine.max_tokens + 1), 5))
+    report = bench(BenchConfig(model=str(folder), tokens=(4,), repeats=1, warmup=0))  # xtc bench runs it too
+    assert (report["model"]["layers"], report["model"]["max_tokens"]) == (3, engine.max_tokens)
 
 
 def test_xtc_predict_on_a_packed_bert_runs_without_torch_and_agrees_with_the_torch_runtime(exported):

@@ -38,14 +38,14 @@ def bench(config: BenchConfig) -> dict:
             start = time.perf_counter()
             engine = Engine.load(config.model, threads=threads)
             load_ms, loaded_threads = (time.perf_counter() - start) * 1e3, threads
-            _check_tokens(config, engine.config)
+            _check_tokens(config, engine)
         row = {"threads": threads, "batch": batch, "tokens": tokens, "load_ms": round(load_ms, 3),
                **_time_point(engine, batch, tokens, config.repeats, config.warmup)}
         rows.append(row)
         if not interactive() and len(points) > 1:  # a log gets a line per point instead of a bar
             note(f"bench {i + 1}/{len(points)}: threads {threads}, batch {batch}, tokens {tokens}: "
                  f"p50 {row['p50_ms']:.3f} ms", warning=True)  # on stderr: stdout is the table or JSON
-    return {"model": _model_facts(config.model, engine.config), "machine": machine_facts(),
+    return {"model": _model_facts(config.model, engine), "machine": machine_facts(),
             "settings": {"threads": list(config.threads), "batch": list(config.batch), "tokens": list(config.tokens),
                          "repeats": config.repeats, "warmup": config.warmup, "seed": SEED,
                          "inputs": "random token ids within the vocabulary, attention mask all ones, token type 0",
@@ -53,12 +53,11 @@ def bench(config: BenchConfig) -> dict:
             "rows": rows}
 
 
-def _check_tokens(config: BenchConfig, architecture: dict) -> None:
-    longest = architecture["max_position_embeddings"]
-    too_long = [n for n in config.tokens if n > longest]
+def _check_tokens(config: BenchConfig, engine: Engine) -> None:
+    too_long = [n for n in config.tokens if n > engine.max_tokens]
     if too_long:
-        raise XtcError(f"invalid value {too_long[0]} for --tokens: {config.model} takes 1 to {longest} tokens "
-                       "(its max_position_embeddings)")
+        raise XtcError(f"invalid value {too_long[0]} for --tokens: {config.model} takes 1 to {engine.max_tokens} "
+                       "tokens (its position embeddings)")
 
 
 def _time_point(engine: Engine, batch: int, tokens: int, repeats: int, warmup: int) -> dict:
@@ -90,11 +89,10 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
-def _model_facts(folder: str, architecture: dict) -> dict:
+def _model_facts(folder: str, engine: Engine) -> dict:
     return {"folder": str(folder), "file_bytes": (Path(folder) / WEIGHTS_FILE).stat().st_size,
-            "model_type": architecture.get("model_type"), "layers": architecture["num_hidden_layers"],
-            "hidden_size": architecture["hidden_size"],
-            "max_position_embeddings": architecture["max_position_embeddings"]}
+            "model_type": engine.config["model_type"], "layers": engine.sizes["L"], "hidden_size": engine.sizes["H"],
+            "max_tokens": engine.max_tokens}
 
 
 def machine_facts() -> dict:

@@ -35,7 +35,11 @@ class Engine:
 
     def __init__(self, packed: PackedModel, threads: int = 1, path: str | None = None):
         config = packed.header["architecture"]
-        self.arch, self.config, self.packed, self.threads = architecture(str(config.get("model_type"))), config, packed, threads
+        try:
+            arch = architecture(str(config.get("model_type")))
+        except XtcError as e:
+            raise XtcError(f"{packed.folder}: header field architecture.model_type: {e}") from None
+        self.arch, self.config, self.packed, self.threads = arch, config, packed, threads
         self.sizes = self._check_geometry()
         act = config.get(self.arch.activation_key, "gelu")
         if not isinstance(act, str) or act not in _ACTIVATIONS:
@@ -48,6 +52,12 @@ class Engine:
     @property
     def num_labels(self) -> int:
         return self._labels
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input: the position table's rows, less RoBERTa's padding_idx + 1 before the first."""
+        z = self.sizes
+        return z["max_pos"] - (self.config["pad_token_id"] + 1 if self.arch.positions_after_padding else 0)
 
     def _float(self, name: str) -> np.ndarray:
         return np.ascontiguousarray(self.packed.dequantized(name), np.float32)
@@ -129,9 +139,12 @@ class Engine:
         pad = config.get("pad_token_id", 0)
         if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < z["vocab"]):
             raise XtcError(f"{folder}: header field architecture.pad_token_id is {pad!r}, expected a token id")
-        if arch.positions_after_padding and (pad is None or pad + 2 > z["max_pos"]):
-            raise XtcError(f"{folder}: positions count from pad_token_id {pad!r} on, and max_position_embeddings "
-                           f"{z['max_pos']} leaves no room for them")
+        if arch.positions_after_padding and pad is None:
+            raise XtcError(f"{folder}: header field architecture.pad_token_id is missing; {config['model_type']} "
+                           "counts positions from it")
+        if arch.positions_after_padding and pad + 2 > z["max_pos"]:
+            raise XtcError(f"{folder}: header field architecture.max_position_embeddings is {z['max_pos']}, which "
+                           f"leaves no position after pad_token_id {pad} (positions start at pad_token_id + 1)")
         if not isinstance(config.get("id2label", {}), dict):
             raise XtcError(f"{folder}: header field architecture.id2label is not a mapping")
         held = self.packed.layer_count(arch.layers)
@@ -196,12 +209,13 @@ class Engine:
         encoded = tokenizer.encode_batch(list(zip(*columns)) if len(columns) == 2 else columns[0])
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         types = (np.array([e.type_ids for e in encoded], dtype=np.int64) if self.sizes["type_vocab"] > 1
-                 else np.zeros_like(ids))  # RoBERTa's and DistilBERT's forward take no token types
+                 else np.zeros_like(ids))  # one token type (RoBERTa's table has one row, DistilBERT none): all 0
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
                 "token_type_ids": types}
 
     def logits(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
-        """``token_type_ids`` are ignored by a model without token types (DistilBERT), as in transformers."""
+        """``token_type_ids`` are ignored by a model without a token-type table (DistilBERT, whose forward in
+        transformers takes none)."""
         z = self.sizes
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         if ids.ndim != 2 or not ids.shape[0] or not ids.shape[1]:
@@ -218,7 +232,7 @@ class Engine:
             raise XtcError(f"token type ids must be in 0..{z['type_vocab'] - 1}")
         positions = self._positions(ids)
         if positions.max() >= z["max_pos"]:
-            raise XtcError(f"input_ids have {T} tokens, more than this model's {z['max_pos']} positions hold")
+            raise XtcError(f"input_ids have {T} tokens; this model takes at most {self.max_tokens}")
         logits = np.empty((B, self._labels), np.float32)
         _lowbit.forward(self._model, ids, positions, types, mask, B, T, logits, self._path, self.threads)
         if not np.isfinite(logits).all():

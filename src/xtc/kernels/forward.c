@@ -108,34 +108,34 @@ static float half_to_float(uint16_t h) { /* exact */
 static void word_row(const xtc_model *m, int64_t id, float *out) {
     const uint8_t *row = (const uint8_t *)m->word + id * m->word_row_bytes;
     const float s = m->word_scale ? m->word_scale[m->word_scale_per_row ? id : 0] : 1.0f;
-    const int64_t H = m->E;
+    const int64_t E = m->E;
     switch (m->word_kind) {
-    case WORD_FP32: memcpy(out, row, (size_t)H * sizeof(float)); return;
+    case WORD_FP32: memcpy(out, row, (size_t)E * sizeof(float)); return;
     case WORD_FP16:
-        for (int64_t j = 0; j < H; j++) {
+        for (int64_t j = 0; j < E; j++) {
             uint16_t h;
             memcpy(&h, row + 2 * j, 2);
             out[j] = half_to_float(h);
         }
         return;
     case WORD_BINARY:
-        for (int64_t j = 0; j < H; j++) out[j] = (row[j / 8] >> (j % 8)) & 1 ? s : -s; /* (+-1) * s, exactly */
+        for (int64_t j = 0; j < E; j++) out[j] = (row[j / 8] >> (j % 8)) & 1 ? s : -s; /* (+-1) * s, exactly */
         return;
     case WORD_TERNARY2:
-        for (int64_t j = 0; j < H; j++) {
+        for (int64_t j = 0; j < E; j++) {
             const int code = (row[j / 4] >> (2 * (j % 4))) & 3;
             out[j] = (float)(code == 2 ? -1 : code) * s;
         }
         return;
     case WORD_TRITS:
-        for (int64_t j = 0; j < H; j++) {
+        for (int64_t j = 0; j < E; j++) {
             int v = row[j / 5];
             for (int64_t t = j % 5; t; t--) v /= 3;
             out[j] = (float)(v % 3 - 1) * s;
         }
         return;
     default: /* WORD_INT8 */
-        for (int64_t j = 0; j < H; j++) out[j] = (float)(int8_t)row[j] * s;
+        for (int64_t j = 0; j < E; j++) out[j] = (float)(int8_t)row[j] * s;
     }
 }
 

@@ -248,7 +248,8 @@ static PyObject *py_model(PyObject *self, PyObject *args) {
                                                               "fewer than %lld values", row_bytes, E);
     model_holder *h = calloc(1, sizeof *h);
     if (!h) return PyErr_NoMemory();
-    h->cap = (int)(32 + 40 * L); /* buffers held: 6 + 5 per low-bit Linear (3 outside the layers) + 24 a layer */
+    h->cap = (int)(32 + 40 * L); /* buffers held: at most 21 outside the layers (6 tables, 3 Linears of 5)
+                                  * and 24 in each (4 Linears of 5, 4 LayerNorm vectors), with room to spare */
     h->views = calloc((size_t)h->cap, sizeof(Py_buffer));
     h->layers = calloc((size_t)(L ? L : 1), sizeof(xtc_layer));
     if (!h->views || !h->layers) {
@@ -307,7 +308,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
     if (!mh) return NULL;
     if ((path = resolve_path(path)) < 0) return NULL;
     const xtc_model *m = &mh->m;
-    if (B < 1 || T < 1 || T > m->max_pos) return PyErr_Format(PyExc_ValueError, "bad input shape");
+    if (B < 1 || T < 1) return PyErr_Format(PyExc_ValueError, "bad input shape"); /* positions: checked below */
     held_buffers h = {.held = 0};
     int ok = 1, failed = 0;
     const int64_t *ids = take(&h, io, 8, B * T, 0, "input_ids", &ok);
