@@ -34,22 +34,16 @@ class Architecture:
     # for the two inside one), the token-type table (None: the model has none), ELECTRA's projection of
     # narrower embeddings to the hidden size (None: none), the config's keys of the geometry, and whether
     # positions count from the padding id on (RoBERTa: padding_idx + 1 + index among the unpadded tokens)
-    embeddings_norm: str = ""
+    embeddings_norm: str
+    token_type_embeddings: str | None
     attention_norm: str = "attention.output.LayerNorm"
     output_norm: str = "output.LayerNorm"
-    token_type_embeddings: str | None = ""
     embeddings_project: str | None = None
     hidden_key: str = "hidden_size"
     intermediate_key: str = "intermediate_size"
     heads_key: str = "num_attention_heads"
     activation_key: str = "hidden_act"
     positions_after_padding: bool = False
-
-    def __post_init__(self):  # the embeddings' parts default to their names under ``embeddings``
-        if not self.embeddings_norm:
-            object.__setattr__(self, "embeddings_norm", f"{self.embeddings}.LayerNorm")
-        if self.token_type_embeddings == "":
-            object.__setattr__(self, "token_type_embeddings", f"{self.embeddings}.token_type_embeddings")
 
 
 def _bert_like(base: str, head: tuple[str, ...], pooler: str, pooler_activation: str, classifier: str,
@@ -61,6 +55,8 @@ def _bert_like(base: str, head: tuple[str, ...], pooler: str, pooler_activation:
         embeddings=f"{base}.embeddings",
         word_embeddings=f"{base}.embeddings.word_embeddings",
         position_embeddings=f"{base}.embeddings.position_embeddings",
+        embeddings_norm=f"{base}.embeddings.LayerNorm",
+        token_type_embeddings=f"{base}.embeddings.token_type_embeddings",
         query="attention.self.query",
         key="attention.self.key",
         value="attention.self.value",
@@ -92,6 +88,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         embeddings="distilbert.embeddings",
         word_embeddings="distilbert.embeddings.word_embeddings",
         position_embeddings="distilbert.embeddings.position_embeddings",
+        embeddings_norm="distilbert.embeddings.LayerNorm",
+        token_type_embeddings=None,
         query="attention.q_lin",
         key="attention.k_lin",
         value="attention.v_lin",
@@ -104,7 +102,6 @@ ARCHITECTURES: dict[str, Architecture] = {
         classifier="classifier",
         attention_norm="sa_layer_norm",
         output_norm="output_layer_norm",
-        token_type_embeddings=None,
         hidden_key="dim",
         intermediate_key="hidden_dim",
         heads_key="n_heads",

@@ -344,13 +344,13 @@ int xtc_gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path) {
         return 0;
     }
 #ifdef XTC_X86
-    const int64_t np = (g->N + PANEL - 1) / PANEL, rows = (g->M + MR - 1) / MR * MR;
+    const int64_t np = (g->N + PANEL - 1) / PANEL;
     int8_t *buf = aligned_alloc(64, (size_t)(g->Kp / 4) * 256);
     if (!buf) return -1;
     for (int64_t n0 = n_begin; n0 < n_end; n0 += NB) {
         if (path == PATH_AVX512) {
             expand_block_avx512(g, n0 / PANEL, np, buf);
-            for (int64_t m0 = 0; m0 < rows; m0 += MR) micro_avx512(g, m0, n0, buf);
+            for (int64_t m0 = 0; m0 < g->M; m0 += MR) micro_avx512(g, m0, n0, buf); /* M padded: lowbit.h */
         } else {
             expand_block_avx2(g, n0 / PANEL, np, buf);
             for (int64_t p = 0; p < 4 && n0 + p * PANEL < g->N; p++)
