@@ -251,14 +251,20 @@ QUERY = "bert.encoder.layer.0.attention.self.query.weight"
     (lambda h: h["tensors"][QUERY].update(act_bits=4), r"act_bits"),
     (lambda h: h.update(tensors=[]), r"tensors"),
     (lambda h: h["tokenizer_sha256"].update({"../../etc/passwd": "0"}), r"is not a tokenizer file"),
-    (lambda h: h.update(quantization={"rules": "all"}), r"header field quantization"),
+    (lambda h: h.update(quantization="w1a8"), r"invalid value 'w1a8' for quantization: expected an object"),
+    (lambda h: h.update(extra=1), r"unknown setting 'extra'"),
+    (lambda h: h["tensors"][QUERY].update(shape=[True, 128]), r"expected a list of 1 to 4 integers"),
+    (lambda h: h["tensors"][QUERY].update(granularity="group"), r"group_size goes with granularity 'group'"),
+    (lambda h: h["tensors"][QUERY].pop("encoding"), r"missing required setting tensors\.bert.*query\.weight\.encoding"),
+    # a version 1 file's entries take their activation settings from its quantization rules: validated there
+    (lambda h: h.update(quantization={"rules": "all"}), r"header field quantization: invalid quantization config"),
 ])
 def test_every_header_field_is_validated(packed_dir, tmp_path, change, message):
     folder = copy_of(packed_dir, tmp_path)
     packed = read_packed(packed_dir)
     header = json.loads(json.dumps(packed.header))
     change(header)
-    rewrite(folder, packed, header=header)
+    rewrite(folder, packed, header=header, version="1" if "header field quantization" in message else "2")
     with pytest.raises(XtcError, match=message):
         read_packed(folder)
 

@@ -14,20 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
-from xtc.errors import XtcError, format_validation_error
+from xtc.errors import XtcError
 from xtc.packed.codecs import CODECS, LOW_BIT, Codec
-from xtc.packed.header import Header
+from xtc.packed.header import HeaderError, validate_header
 from xtc.packed.layout import FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, READABLE_VERSIONS, WEIGHTS_FILE
-from xtc.quant.config import recorded_quant_config
 
 
 @dataclass
 class PackedModel:
     folder: Path
-    header: dict  # validated: every tensor entry has every field of packed.header.TensorEntry
+    header: dict  # validated (packed.header): every tensor entry has every field
     stored: dict[str, np.ndarray]  # stored tensors by their on-disk name
     version: str = FORMAT_VERSION
 
@@ -93,25 +91,31 @@ def _validated_header(path: Path, text: str, version: str) -> dict:
         raw = json.loads(text)
     except json.JSONDecodeError:
         raise XtcError(f"{path}: the {META_HEADER} metadata is not valid JSON") from None
-    if not isinstance(raw, dict):
-        raise XtcError(f"{path}: the {META_HEADER} metadata is not a JSON object")
+    if version == "1" and isinstance(raw, dict) and isinstance(raw.get("tensors"), dict):
+        raw = {**raw, "tensors": _v1_entries(path, raw)}
     try:
-        quant = recorded_quant_config(raw.get("quantization") if isinstance(raw.get("quantization"), dict) else {})
+        header = validate_header(raw)
+    except HeaderError as e:
+        raise XtcError(f"{path}: invalid header: {e}") from None
+    if version != "1" and not header["tensor_sha256"]:
+        raise XtcError(f"{path}: the header has no tensor_sha256 (every version {version} file has)")
+    return header
+
+
+def _v1_entries(path: Path, raw: dict) -> dict:
+    """Version 1 entries did not record activation settings: they are those of the module's quantization rule
+    (so only a version 1 file needs its ``quantization`` record validated, and pydantic imported)."""
+    from xtc.quant.config import recorded_quant_config
+
+    recorded = raw.get("quantization")
+    try:
+        quant = recorded_quant_config(recorded if isinstance(recorded, dict) else {})
     except XtcError as e:
         raise XtcError(f"{path}: header field quantization: {e}") from None
-    if version == "1" and isinstance(raw.get("tensors"), dict):
-        raw = {**raw, "tensors": {name: _v1_entry(name, entry, quant) for name, entry in raw["tensors"].items()}}
-    try:
-        header = Header.model_validate(raw)
-    except ValidationError as e:
-        raise XtcError(f"{path}: invalid header: {format_validation_error(e, flags=False)}") from None
-    if version != "1" and not header.tensor_sha256:
-        raise XtcError(f"{path}: the header has no tensor_sha256 (every version {version} file has)")
-    return header.model_dump(mode="json")
+    return {name: _v1_entry(name, entry, quant) for name, entry in raw["tensors"].items()}
 
 
 def _v1_entry(name: str, entry, quant) -> dict:
-    """Version 1 entries did not record activation settings: they are those of the module's rule."""
     if not isinstance(entry, dict) or entry.get("encoding") not in LOW_BIT:
         return entry
     rule = quant.rule_for(name.removesuffix(".weight"))
