@@ -142,11 +142,28 @@ def test_threads_split_columns_and_give_the_same_numbers(runtime, env, expected)
     assert out.stdout.strip().startswith(expected)
 
 
+@pytest.mark.parametrize("bits", [1, 2])
+def test_prepare_writes_the_layout_lowbit_h_defines(bits):
+    """Bit c * 4 + t of word (p, j) is weight (16 p + c, 4 j + t); padding: no bits, binary colsum counts +1s."""
+    codes = np.random.default_rng(bits).integers(-1, 2, (37, 11)).astype(np.int8)  # 37, 11: not block multiples
+    if bits == 1:
+        codes[codes == 0] = 1
+    w = kernels.prepare(codes, bits)
+    padded = np.zeros((48, 12), np.int8)
+    padded[:37, :11] = codes
+    p, c, j, t = np.meshgrid(*map(np.arange, (3, 16, 3, 4)), indexing="ij")
+    for plane, expected in [(w.neg, padded < 0), (w.nonzero, padded != 0)][:bits]:
+        assert np.array_equal((plane[p, j] >> (c * 4 + t).astype(np.uint64)) & 1, expected[16 * p + c, 4 * j + t])
+    assert np.array_equal(w.colsum, codes.sum(axis=1) + (1 if bits == 1 else 0))
+
+
 def test_bad_codes_and_paths_are_refused():
     with pytest.raises(ValueError, match="binary codes"):
         kernels.prepare(np.zeros((2, 3), np.int8), 1)
     with pytest.raises(ValueError, match="ternary codes"):
         kernels.prepare(np.full((2, 3), 2, np.int8), 2)
+    with pytest.raises(ValueError, match="ternary codes"):
+        kernels.prepare(np.full((2, 3), -128, np.int8), 2)
     with pytest.raises(ValueError, match="available"):
         kernels.linear(np.zeros((1, 3), np.float32), kernels.prepare(np.ones((2, 3), np.int8), 1),
                        np.float32([1]), path="neon")

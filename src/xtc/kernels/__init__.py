@@ -15,7 +15,7 @@ import numpy as np
 
 from xtc.kernels import _lowbit
 
-_API_VERSION = 3  # of the C functions this module calls (API_VERSION in module.c)
+_API_VERSION = 4  # of the C functions this module calls (API_VERSION in module.c)
 if getattr(_lowbit, "API_VERSION", 1) != _API_VERSION:
     raise ImportError(f"xtc's C kernels ({_lowbit.__file__}) are an older build than its Python code; rebuild them: "
                       "pip install -e . (or python setup.py build_ext --inplace)")
@@ -79,41 +79,20 @@ class LowbitWeights:
         return self.neg.nbytes + (0 if self.nonzero is None else self.nonzero.nbytes) + self.colsum.nbytes
 
 
-def _panel_words(plane: np.ndarray) -> np.ndarray:
-    """bool (N_pad, K_pad) -> uint64 (N_pad / 16, K_pad / 4) in the panel layout."""
-    n, k = plane.shape
-    # the 4 bools of a quad as one little-endian uint32: the multiply moves bool t to bit 24 + t with no
-    # carries (the other products land on distinct lower bits), so the top byte is the quad's nibble
-    quads = np.ascontiguousarray(plane).view(np.uint8).view("<u4")  # (n, j)
-    nibbles = ((quads * np.uint32(0x01020408)) >> np.uint32(24)).astype(np.uint8)
-    rows = nibbles.reshape(n // _PANEL, _PANEL, k // 4)  # (panel, c, j)
-    pairs = rows[:, 0::2] | (rows[:, 1::2] << 4)  # (panel, c / 2, j): byte c / 2 of word (panel, j)
-    # only these bytes are transposed, an eighth of the plane (transposing the plane was most of a load)
-    return np.ascontiguousarray(pairs.transpose(0, 2, 1)).view("<u8").reshape(n // _PANEL, k // 4)
-
-
 def prepare(codes: np.ndarray, bits: int) -> LowbitWeights:
-    """int8 codes (N, K), {-1, +1} for ``bits=1`` or {-1, 0, +1} for ``bits=2`` -> the kernels' layout."""
+    """int8 codes (N, K), {-1, +1} for ``bits=1`` or {-1, 0, +1} for ``bits=2`` -> the kernels' layout
+    (in C: at load, building it in numpy was most of a 3-layer engine's start)."""
     if bits not in (1, 2):
         raise ValueError(f"bits must be 1 or 2, got {bits}")
+    codes = np.ascontiguousarray(codes, np.int8)
     n, k = codes.shape
-    padded = np.zeros((-(-n // _PANEL) * _PANEL, -(-k // 4) * 4), np.int8)
-    padded[:n, :k] = codes
-    # min/max and a test for 0, not np.isin: at load, isin was half of building a 3-layer model's engine
-    in_range = codes.size == 0 or (codes.min() >= -1 and codes.max() <= 1)
-    if bits == 1:
-        if not in_range or (codes == 0).any():
-            raise ValueError("binary codes must all be -1 or +1")
-        padded[padded == 0] = 1  # padding: +1 weights (their activations are code 0), counted in colsum
-    elif not in_range:
-        raise ValueError("ternary codes must all be -1, 0 or +1")
-    return LowbitWeights(
-        neg=_panel_words(padded < 0),
-        nonzero=None if bits == 1 else _panel_words(padded != 0),
-        colsum=padded[:n].sum(axis=1, dtype=np.int32),
-        out_features=n,
-        in_features=k,
-    )
+    words = (-(-n // _PANEL), -(-k // 4))
+    neg = np.empty(words, np.uint64)
+    nonzero = None if bits == 1 else np.empty(words, np.uint64)
+    colsum = np.empty(n, np.int32)
+    if not _lowbit.prepare(codes, n, k, words[1] * 4, neg, nonzero, colsum):
+        raise ValueError("binary codes must all be -1 or +1" if bits == 1 else "ternary codes must all be -1, 0 or +1")
+    return LowbitWeights(neg=neg, nonzero=nonzero, colsum=colsum, out_features=n, in_features=k)
 
 
 def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,

@@ -15,6 +15,43 @@ static int weight_at(const gemm_job *g, int64_t n, int64_t k) {
     return ((g->neg[word] >> bit) & 1) ? -1 : 1;
 }
 
+/* The 4 low bits of quad = 4 bytes, bytes' bit 0 (or 7, with shift 7) -> bits 0..3: the multiply moves byte t's
+ * bit to bit 24 + t with no carries (the other products land on distinct lower bits or past bit 31). */
+static inline uint64_t quad_nibble(uint32_t quad, int shift) {
+    return (uint64_t)((((quad >> shift) & 0x01010101u) * 0x01020408u) >> 24);
+}
+
+/* Weight codes [N, K] (int8: -1, +1, and 0 when not binary) -> the layout read above: neg and nonzero
+ * [ceil(N / 16), Kp / 4] (nonzero NULL: binary), colsum [N] (binary padding columns are +1 weights).
+ * -1 when a code is out of range. Each quad of 4 inputs is one nibble per plane, or'ed into its word. */
+int xtc_prepare_weights(const int8_t *codes, int64_t N, int64_t K, int64_t Kp, uint64_t *neg, uint64_t *nonzero,
+                        int32_t *colsum) {
+    const int64_t kq = Kp / 4, words = (N + PANEL - 1) / PANEL * kq;
+    memset(neg, 0, (size_t)words * sizeof(uint64_t));
+    if (nonzero) memset(nonzero, 0, (size_t)words * sizeof(uint64_t));
+    for (int64_t n = 0; n < N; n++) {
+        const int8_t *row = codes + n * K;
+        int32_t sum = nonzero ? 0 : (int32_t)(Kp - K);
+        int bad = 0;
+        for (int64_t k = 0; k < K; k++) { /* -1, 0, +1 are the bytes 0xFF, 0x00, 0x01 */
+            sum += row[k];
+            bad |= ((uint8_t)(row[k] + 1) > 2) | (!nonzero & (row[k] == 0));
+        }
+        if (bad) return -1;
+        colsum[n] = sum;
+        uint64_t *neg_row = neg + (n / PANEL) * kq, *nonzero_row = nonzero ? nonzero + (n / PANEL) * kq : NULL;
+        const int shift = (int)(n % PANEL) * 4;
+        for (int64_t j = 0; j < kq; j++) {
+            uint32_t quad = 0; /* the last quad's missing inputs: 0 bytes, neither negative nor nonzero */
+            if (j * 4 + 4 <= K) memcpy(&quad, row + j * 4, 4);
+            else if (j * 4 < K) memcpy(&quad, row + j * 4, (size_t)(K - j * 4));
+            neg_row[j] |= quad_nibble(quad, 7) << shift;
+            if (nonzero_row) nonzero_row[j] |= quad_nibble(quad, 0) << shift;
+        }
+    }
+    return 0;
+}
+
 static float epilogue_scalar(const gemm_job *g, int64_t m, int64_t n, int32_t acc) {
     const float s = g->scale[m] * g->alpha[g->alpha_per_row ? n : 0];
     float v = (float)acc * s;

@@ -20,7 +20,7 @@
  *       y[m,n]   = (float)acc[m,n] * (scale[m] * alpha[n]) + bias[n],
  *       both split across threads (rows for the quantization, column blocks for the product).
  *
- * Weight layout (built once at load time by xtc.kernels.prepare, one bit per weight per plane):
+ * Weight layout (built once at load time by xtc_prepare_weights, one bit per weight per plane):
  * panels of 16 output rows; in panel p, word (p, j) is a uint64 whose bit c*4+t is weight
  * (16p + c, 4j + t). Plane `neg`: the weight is -1; plane `nonzero` (ternary only): it is not 0.
  * Rows and columns past N and K are zero weights (ternary) or are never read (binary: the
@@ -64,6 +64,9 @@ int xtc_cpu_has(int path);
 int xtc_best_path(void);
 /* Columns [n_begin, n_end) of the product, n_begin a multiple of NB; -1 when out of memory. */
 int xtc_gemm_run(const gemm_job *g, int64_t n_begin, int64_t n_end, int path);
+/* Weight codes [N, K] -> the layout above (nonzero NULL: binary codes); -1 on a code out of range. */
+int xtc_prepare_weights(const int8_t *codes, int64_t N, int64_t K, int64_t Kp, uint64_t *neg, uint64_t *nonzero,
+                        int32_t *colsum);
 /* Rows of x (M, K) -> codes + 128 in a (row stride Kp; columns K..Kp not written) and scales. */
 void xtc_quantize_rows(const float *x, int64_t M, int64_t K, int64_t Kp, uint8_t *a, float *scale, int path);
 

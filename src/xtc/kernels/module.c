@@ -158,6 +158,34 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     return finish(&h, ok, failed);
 }
 
+/* prepare(codes, N, K, Kp, neg, nonzero|None, colsum) -> True, or False when a code is out of range:
+ * int8 weight codes [N, K] into the kernels' layout (lowbit.h; nonzero None: binary codes). */
+static PyObject *py_prepare(PyObject *self, PyObject *args) {
+    PyObject *wo, *no, *zo, *co;
+    long long N, K, Kp;
+    if (!PyArg_ParseTuple(args, "OLLLOOO", &wo, &N, &K, &Kp, &no, &zo, &co)) return NULL;
+    if (Kp % 4 || Kp < K || N < 0 || K < 0) return PyErr_Format(PyExc_ValueError, "bad weight shape");
+    const long long words = (N + PANEL - 1) / PANEL * (Kp / 4);
+    held_buffers h = {.held = 0};
+    int ok = 1, status = 0;
+    const int8_t *codes = take(&h, wo, 1, N * K, 0, "codes", &ok);
+    uint64_t *neg = take(&h, no, 8, words, 1, "neg", &ok), *nonzero = take(&h, zo, 8, words, 1, "nonzero", &ok);
+    int32_t *colsum = take(&h, co, 4, N, 1, "colsum", &ok);
+    if (ok && (!neg || !colsum)) {
+        PyErr_SetString(PyExc_ValueError, "neg and colsum are required");
+        ok = 0;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        status = xtc_prepare_weights(codes, N, K, Kp, neg, nonzero, colsum);
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *done = finish(&h, ok, 0);
+    if (!done) return NULL;
+    Py_DECREF(done);
+    return PyBool_FromLong(status == 0);
+}
+
 /* ---- the whole forward (forward.h) ---------------------------------------------------------------------
  * model(spec) -> a capsule holding an xtc_model whose pointers are views of the spec's arrays (held,
  * so the arrays live as long as the capsule); forward(model, ids, positions, types, mask, B, T, logits,
@@ -352,6 +380,8 @@ static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS, "quantize_rows(x, M, K, a_out, Mp, Kp, scale_out, path, threads)"},
     {"linear", py_linear, METH_VARARGS,
      "linear(x, M, K, Kp, neg, nonzero, colsum, N, alpha, bias, y, path, threads): quantize and multiply"},
+    {"prepare", py_prepare, METH_VARARGS,
+     "prepare(codes, N, K, Kp, neg, nonzero, colsum): weight codes into the kernels' layout; False on a bad code"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(a, M, Kp, neg, nonzero, colsum, N, acc, path, threads): int32 products"},
     {"model", py_model, METH_VARARGS, "model(spec): a capsule for forward (the spec: xtc.engine)"},
     {"forward", py_forward, METH_VARARGS,
@@ -365,7 +395,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_lowbit", .m_doc = "xtc low-bit kernels", .m_size = -1, .m_methods = methods};
 
 /* Bumped whenever the functions above change: xtc.kernels refuses a build older than its Python side. */
-#define API_VERSION 3
+#define API_VERSION 4
 
 PyMODINIT_FUNC PyInit__lowbit(void) {
     PyObject *m = PyModule_Create(&module);
