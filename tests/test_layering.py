@@ -19,7 +19,7 @@ LAYERS = {
     "models and engine": ["xtc.models", "xtc.onnx_import", "xtc.recipe_io", "xtc.checkpoint", "xtc.hf_export",
                           "xtc.size", "xtc.kernels", "xtc.runtime", "xtc.engine", "xtc.bench"],
     "training": ["xtc.data", "xtc.data.glue", "xtc.data.batching", "xtc.data.metrics", "xtc.data.augment",
-                 "xtc.distill", "xtc.reduce", "xtc.teacher_cache", "xtc.evaluation", "xtc.predict", "xtc.train",
+                 "xtc.distill", "xtc.reduce", "xtc.vocab", "xtc.teacher_cache", "xtc.evaluation", "xtc.predict", "xtc.train",
                  "xtc.deepspeed_config", "xtc.packed_eval"],
     "pipeline": ["xtc.pipeline", "xtc.preflight", "xtc.compression", "xtc.study", "xtc.study.config", "xtc.study.runner",
                  "xtc.study.report"],

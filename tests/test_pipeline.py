@@ -173,7 +173,7 @@ def test_augmented_distillation_stage(run_dir, glue_dir, tmp_path, monkeypatch):
 def test_teacher_stage_refuses_augmentation():
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", "unused",
                  "--set", "teacher.augment={copies: 2}")
-    assert result.exit_code == 2 and "takes no layers, quant or augment" in result.stderr
+    assert result.exit_code == 2 and "takes no layers, quant, augment or vocabulary" in result.stderr
 
 
 def test_stages_start_from_a_named_stage_or_another_model(run_dir, glue_dir, tmp_path):
@@ -222,6 +222,38 @@ def test_reuse_a_finished_stage(run_dir, glue_dir, tmp_path):
     bad = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
               "--out", tmp_path / "bad", *TINY, "--reuse", f"nosuch={teacher / 'layer_reduction'}")
     assert bad.exit_code == 2 and "has no distill stage 'nosuch'" in bad.stderr
+
+
+def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, tmp_path):
+    """quantize.vocabulary=train: the stage folder holds the trimmed model, its recorded dev score is the
+    trimmed model's (xtc eval of the folder and of its packed export agree with it), the full one beside."""
+    teacher, _ = run_dir
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+                 "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
+                 "--set", "quantize.vocabulary=train")
+    assert result.exit_code == 0, result.output
+    stage = tmp_path / "t" / "quantize"
+    metrics = json.loads((stage / "metrics.json").read_text())
+    kept = json.loads((stage / "config.json").read_text())["vocab_size"]
+    assert 1994 < kept == metrics["vocabulary"]["kept"] < 4000  # 48 training rows' tokens + 1994 characters
+    assert "dev_full_vocabulary" in metrics["vocabulary"] and not (stage / "trimmed.tmp").exists()
+    full_size = json.loads((teacher / "summary.json").read_text())["stages"][2]["size_mb"]
+    size = json.loads((tmp_path / "t" / "summary.json").read_text())["stages"][2]["size_mb"]
+    assert size < full_size - (30522 - kept) * 128 / 8 / 1e6 * 0.9  # bert-tiny's 1-bit word rows: 16 bytes each
+    evaluated = xtc("eval", stage, "--task", "MRPC", "--glue-dir", glue_dir, "--max-eval-samples", "32", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["dev"] == pytest.approx(metrics["dev"]["dev"])
+    assert xtc("export", stage, "--out", tmp_path / "packed").exit_code == 0
+    engine = xtc("eval", tmp_path / "packed", "--task", "MRPC", "--glue-dir", glue_dir, "--max-eval-samples", "32",
+                 "--json")
+    assert engine.exit_code == 0, engine.output
+    assert json.loads(engine.stdout)["dev"]["accuracy"] == pytest.approx(metrics["dev"]["dev"]["accuracy"], abs=2 / 32)
+
+
+def test_only_the_last_stage_may_trim_its_vocabulary(tmp_path):
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
+                 "--set", "layer_reduction.vocabulary=train")
+    assert result.exit_code == 2 and "only the last stage may trim its vocabulary" in result.stderr, result.output
 
 
 def test_degenerate_stages_are_marked_in_the_table():

@@ -21,7 +21,7 @@ from xtc.data.glue import load_examples
 from xtc.data.tasks import GlueTask, get_task
 from xtc.distill import DistillationLoss, expose_attention_scores
 from xtc.errors import XtcError
-from xtc.evaluation import dev_sets
+from xtc.evaluation import dev_sets, score
 from xtc.models import load_model, load_tokenizer
 from xtc.preflight import check_run
 from xtc.quant.apply import quantize_, unquantize_
@@ -29,11 +29,12 @@ from xtc.quant.config import get_quant_config
 from xtc.recipe import Recipe, RunConfig, StageConfig
 from xtc.layer_choice import default_teacher_layers
 from xtc.reduce import reduce_layers
-from xtc.rundir import METRICS_FILE, prepare_run_dir, write_json
+from xtc.rundir import METRICS_FILE, prepare_run_dir, publish, write_json
 from xtc.size import packed_size_bytes
 from xtc.teacher_cache import TeacherCache
 from xtc.train import cross_entropy_loss, make_accelerator, stage_steps, train_stage
 from xtc.progress import note
+from xtc.vocab import trim_vocabulary
 
 STAGE_FILE = "stage.json"
 
@@ -191,6 +192,8 @@ def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
         else:
             start = None if stage.kind == "finetune" else _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer)
             metrics = _train(run, stage, stage_dir, teacher_dir, start)
+        if stage.vocabulary == "train" and "vocabulary" not in metrics:  # also a run stopped after training
+            metrics = _trim_vocabulary(run, stage, stage_dir, metrics)
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir
@@ -245,6 +248,30 @@ def _train(run: _Run, stage: StageConfig, stage_dir: Path, teacher_dir: Path | N
                    f"({where}), served {teacher_cache.hits} of {teacher_cache.hits + teacher_cache.misses} "
                    "training rows")
     return metrics
+
+
+def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: dict) -> dict:
+    """The stage's model over the tokens of the training data (xtc.vocab), scored on dev again: its
+    folder and metrics become the trimmed model's (the full vocabulary's dev score kept beside)."""
+    accelerator, config = run.accelerator, run.config
+    used = {i for feature in run.train_features for i in feature["input_ids"]}
+    scratch = stage_dir / "trimmed.tmp"
+    if accelerator.is_main_process:
+        info = trim_vocabulary(stage_dir, scratch, used)
+        note(f"{stage.name}: vocabulary trimmed to the training data's tokens: {info['kept']} of {info['of']} rows")
+    accelerator.wait_for_everyone()
+    model, _ = load_model(scratch, run.task)
+    tokenizer = load_tokenizer(scratch)
+    dev = dev_sets(run.task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
+    results, _ = score(accelerator.prepare(model.eval()), tokenizer, run.task, dev, stage.eval_batch_size, accelerator)
+    vocab_size = json.loads((scratch / "config.json").read_text())["vocab_size"]
+    trimmed = {**metrics, "dev": results, "vocabulary": {"kept": vocab_size, "dev_full_vocabulary": metrics["dev"]}}
+    if accelerator.is_main_process:
+        write_json(scratch / METRICS_FILE, trimmed)
+        publish(scratch, stage_dir)
+        scratch.rmdir()
+    accelerator.wait_for_everyone()
+    return trimmed
 
 
 def format_table(rows: list[dict], task: GlueTask) -> str:

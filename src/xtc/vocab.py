@@ -1,0 +1,110 @@
+"""Vocabulary trimming: a trained model folder -> the same model over the tokens a task's data uses.
+
+The word table is about half of a 3-layer 1-bit MiniLM file (30522 rows), and a GLUE task's training
+split uses 5-14 thousand of them. Trimming keeps the rows of the tokens used, of every single-character
+token (so that any word still spells out in pieces instead of becoming [UNK]) and of the special tokens,
+in their order, and shrinks the WordPiece vocabulary of tokenizer.json with them. On text made of the kept
+tokens the model computes what it did: the tokenization is the same up to the renumbering, and each row's
+quantization depends on that row only (one scale per row; a table with one scale for the whole matrix is
+refused). A word of other text whose pieces were dropped is split into the pieces that remain.
+
+WordPiece tokenizers only (BERT, ELECTRA, DistilBERT): a BPE vocabulary would also need its merges cut.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from xtc.arch import architecture
+from xtc.errors import XtcError
+
+_TOKENIZER, _TOKENIZER_CONFIG, _VOCAB = "tokenizer.json", "tokenizer_config.json", "vocab.txt"
+_CONFIG, _WEIGHTS = "config.json", "model.safetensors"
+
+
+def _single_character(token: str, prefix: str) -> bool:
+    return len(token) == 1 or (token.startswith(prefix) and len(token) == len(prefix) + 1)
+
+
+def kept_ids(tokenizer: dict, used: set[int]) -> list[int]:
+    """The old ids a trimmed vocabulary keeps, ascending: ``used``, the special tokens and single characters."""
+    model = tokenizer["model"]
+    if model.get("type") != "WordPiece":
+        raise XtcError(f"vocabulary trimming needs a WordPiece tokenizer (BERT, ELECTRA, DistilBERT); this one is "
+                       f"{model.get('type')}")
+    prefix = model.get("continuing_subword_prefix", "##")
+    special = {t["id"] for t in tokenizer.get("added_tokens", [])} | {model["vocab"][model["unk_token"]]}
+    singles = {i for token, i in model["vocab"].items() if _single_character(token, prefix)}
+    return sorted(set(used) | special | singles)
+
+
+def _renumbered_tokenizer(tokenizer: dict, keep: list[int]) -> dict:
+    """tokenizer.json with only the ``keep`` ids, renumbered 0..len(keep)-1 in their order."""
+    new_id = {old: new for new, old in enumerate(keep)}
+    out = json.loads(json.dumps(tokenizer))
+    out["model"]["vocab"] = {t: new_id[i] for t, i in tokenizer["model"]["vocab"].items() if i in new_id}
+    out["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in tokenizer.get("added_tokens", [])]
+    post = out.get("post_processor") or {}
+    if post.get("type") == "TemplateProcessing":
+        for entry in post["special_tokens"].values():
+            entry["ids"] = [new_id[i] for i in entry["ids"]]
+    elif post.get("type") == "BertProcessing":
+        post["sep"][1], post["cls"][1] = new_id[post["sep"][1]], new_id[post["cls"][1]]
+    elif post:
+        raise XtcError(f"vocabulary trimming does not know the {post.get('type')} post-processor of tokenizer.json")
+    if out.get("padding"):
+        out["padding"]["pad_id"] = new_id[out["padding"]["pad_id"]]
+    return out
+
+
+def _word_rule_scale(config: dict, table: str) -> str | None:
+    """The granularity of the quantization rule of the word table, None when it is not quantized."""
+    from xtc.quant.config import recorded_quant_config
+
+    recorded = config.get("xtc_quantization")
+    if not recorded:
+        return None
+    rule = recorded_quant_config(recorded).rule_for(table)
+    return None if rule is None or rule.weight_bits is None else rule.granularity
+
+
+def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
+    """Write into ``dst`` the model folder ``src`` over ``kept_ids(used)``; the other files of ``src`` are
+    copied. Returns ``{"kept": rows, "of": rows before}``."""
+    src, dst = Path(src), Path(dst)
+    tokenizer = json.loads((src / _TOKENIZER).read_text())
+    config = json.loads((src / _CONFIG).read_text())
+    keep = kept_ids(tokenizer, used)
+    table = architecture(config["model_type"]).word_embeddings
+    if _word_rule_scale(config, table) == "tensor":
+        raise XtcError(f"{src}: the word table is quantized with one scale for the whole matrix, which trimming "
+                       "would change; trim a model whose word-table rule has granularity row")
+    weights = load_file(src / _WEIGHTS)
+    name = f"{table}.weight"
+    if name not in weights or weights[name].shape[0] != config["vocab_size"]:
+        raise XtcError(f"{src}: {_WEIGHTS} has no {name} of {config['vocab_size']} rows")
+    weights[name] = weights[name][torch.tensor(keep)].contiguous()
+    new_id = {old: new for new, old in enumerate(keep)}
+    if config.get("pad_token_id") is not None:
+        config["pad_token_id"] = new_id[config["pad_token_id"]]
+    before, config["vocab_size"] = config["vocab_size"], len(keep)
+    trimmed = _renumbered_tokenizer(tokenizer, keep)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in (_TOKENIZER, _CONFIG, _WEIGHTS, _VOCAB, _TOKENIZER_CONFIG):
+            shutil.copy2(f, dst / f.name)
+    save_file(weights, dst / _WEIGHTS, metadata={"format": "pt"})
+    (dst / _CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (dst / _TOKENIZER).write_text(json.dumps(trimmed, ensure_ascii=False))
+    if (src / _VOCAB).is_file():  # the slow tokenizer's vocabulary: one token per line, in id order
+        tokens = sorted(trimmed["model"]["vocab"], key=trimmed["model"]["vocab"].get)
+        (dst / _VOCAB).write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+    if (src / _TOKENIZER_CONFIG).is_file():  # its added_tokens_decoder is keyed by id
+        settings = json.loads((src / _TOKENIZER_CONFIG).read_text())
+        if "added_tokens_decoder" in settings:
+            settings["added_tokens_decoder"] = {str(new_id[int(i)]): t for i, t in settings["added_tokens_decoder"].items()}
+        (dst / _TOKENIZER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
+    return {"kept": len(keep), "of": before}
