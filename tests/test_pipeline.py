@@ -173,7 +173,7 @@ def test_augmented_distillation_stage(run_dir, glue_dir, tmp_path, monkeypatch):
 def test_teacher_stage_refuses_augmentation():
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", "unused",
                  "--set", "teacher.augment={copies: 2}")
-    assert result.exit_code == 2 and "takes no layers, quant, augment or vocabulary" in result.stderr
+    assert result.exit_code == 2 and "takes no layers, quant, augment or trim_vocabulary" in result.stderr
 
 
 def test_stages_start_from_a_named_stage_or_another_model(run_dir, glue_dir, tmp_path):
@@ -225,12 +225,12 @@ def test_reuse_a_finished_stage(run_dir, glue_dir, tmp_path):
 
 
 def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, tmp_path):
-    """quantize.vocabulary=train: the stage folder holds the trimmed model, its recorded dev score is the
+    """quantize.trim_vocabulary=true: the stage folder holds the trimmed model, its recorded dev score is the
     trimmed model's (xtc eval of the folder and of its packed export agree with it), the full one beside."""
     teacher, _ = run_dir
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
                  "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
-                 "--set", "quantize.vocabulary=train")
+                 "--set", "quantize.trim_vocabulary=true")
     assert result.exit_code == 0, result.output
     stage = tmp_path / "t" / "quantize"
     metrics = json.loads((stage / "metrics.json").read_text())
@@ -252,7 +252,7 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
 
 def test_only_the_last_stage_may_trim_its_vocabulary(tmp_path):
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
-                 "--set", "layer_reduction.vocabulary=train")
+                 "--set", "layer_reduction.trim_vocabulary=true")
     assert result.exit_code == 2 and "only the last stage may trim its vocabulary" in result.stderr, result.output
 
 

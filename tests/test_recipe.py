@@ -49,7 +49,7 @@ def test_yaml_file(tmp_path):
     (["qat.epochs=3"], r"the recipe has no stage 'qat'; stages: teacher, layer_reduction, quantize"),
     (["quantize.epochs"], r"not of the form STAGE.FIELD=VALUE"),
     (["teacher.quant=w1a8"], r"^preset xtc-w1a8-l3: stages.teacher: a finetune stage trains the full-precision "
-                              r"teacher on the task labels: it takes no layers, quant, augment or vocabulary$"),
+                              r"teacher on the task labels: it takes no layers, quant, augment or trim_vocabulary$"),
 ])
 def test_bad_fields_are_named(overrides, pattern):
     with pytest.raises(XtcError, match=pattern):

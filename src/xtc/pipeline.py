@@ -192,7 +192,7 @@ def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
         else:
             start = None if stage.kind == "finetune" else _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer)
             metrics = _train(run, stage, stage_dir, teacher_dir, start)
-        if stage.vocabulary == "train" and "vocabulary" not in metrics:  # also a run stopped after training
+        if stage.trim_vocabulary and "vocabulary" not in metrics:  # also a run stopped after training
             metrics = _trim_vocabulary(run, stage, stage_dir, metrics)
         if stage.kind == "finetune":
             teacher_dir = stage_dir

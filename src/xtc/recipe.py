@@ -133,10 +133,10 @@ class StageConfig(TrainArgs):
     )
     distill: DistillArgs = Field(default_factory=DistillArgs, description="distillation loss weights")
     augment: AugmentArgs | None = Field(None, description="augment the training data (distill stages)")
-    vocabulary: Literal["full", "train"] = Field(
-        "full", description="train: keep only the word-table rows of the tokens the training data uses (and of "
-        "every single character and special token); the stage's model, dev score and exports are the trimmed "
-        "model's (the last stage only; WordPiece tokenizers, one word-table scale per row)"
+    trim_vocabulary: bool = Field(
+        False, description="keep only the word-table rows of the tokens the training data uses (and of every "
+        "single character and special token); the stage's model, dev score and exports are the trimmed model's "
+        "(the last stage only; WordPiece tokenizers, one word-table scale per row)"
     )
 
     @field_validator("quant")
@@ -167,9 +167,9 @@ class StageConfig(TrainArgs):
         if self.init.startswith("model:") and self.layers is not None:
             raise ValueError("layers (layer reduction of the teacher) and init: model:... are exclusive")
         if self.kind == "finetune" and (self.layers is not None or self.quant is not None or self.augment is not None
-                                        or self.vocabulary != "full"):
+                                        or self.trim_vocabulary):
             raise ValueError("a finetune stage trains the full-precision teacher on the task labels: "
-                             "it takes no layers, quant, augment or vocabulary")
+                             "it takes no layers, quant, augment or trim_vocabulary")
         return self
 
 
@@ -192,9 +192,9 @@ class Recipe(Schema):
                     and stage.init not in names[:i]:
                 raise ValueError(f"stage {stage.name}: init {stage.init!r} is not 'previous', 'teacher', "
                                  f"'model:NAME' or an earlier stage ({', '.join(names[:i])})")
-        trimmed = [s.name for s in self.stages[:-1] if s.vocabulary != "full"]
+        trimmed = [s.name for s in self.stages[:-1] if s.trim_vocabulary]
         if trimmed:  # a later stage distills from the teacher, whose token ids a trimmed student no longer shares
-            raise ValueError(f"stage {trimmed[0]}: only the last stage may trim its vocabulary (vocabulary: train)")
+            raise ValueError(f"stage {trimmed[0]}: only the last stage may trim its vocabulary (trim_vocabulary)")
         return self
 
     def stage(self, name: str) -> StageConfig:
