@@ -180,8 +180,9 @@ INLINE void exp_all(float *x, int64_t n, float shift) {
 }
 
 /* The attention's vectors: 8 floats as one value (GCC vector extensions: one ymm register, on AVX-512
- * too, where 32 of them let NBLK be 8; a 64-byte type would go through the stack on AVX2). Products
- * and sums on it are plain * and + (no FMA contraction in ISO C), the same bits on every path. */
+ * too, where 32 of them let NBLK be 8; a 64-byte type would go through the stack on AVX2). Products are
+ * summed by fma8, a correctly rounded fused multiply-add per lane: one vfmadd on the AVX2 and AVX-512
+ * builds, libm's fmaf on the reference, the same bits on every path. */
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 INLINE v8 load8(const float *p) {
@@ -191,27 +192,44 @@ INLINE v8 load8(const float *p) {
 }
 INLINE void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 INLINE v8 splat8(float x) { return (v8){0} + x; }
+INLINE v8 fma8(v8 a, v8 b, v8 c) {
+    v8 r;
+#pragma GCC unroll 8
+    for (int l = 0; l < 8; l++) r[l] = fmaf(a[l], b[l], c[l]);
+    return r;
+}
 INLINE v8 max8(v8 a, v8 b) {
     const v8i bigger = b > a; /* lanes of -1 where b is the larger */
     return (v8)(((v8i)b & bigger) | ((v8i)a & ~bigger));
 }
 
-/* Scores of query qi against NBLK blocks of 8 keys from j0: s = q k.T * scale + bias; top = max(top, s).
- * NBLK is a constant per path (as many accumulators as the registers hold), so the blocks' sums stay in
- * registers; each key's sum runs over d in order whatever NBLK is, so every path gives the same bits. */
-INLINE void score_blocks(const float *qi, const float *kt, int64_t D, int64_t Tp, int64_t j0, float scale,
-                         const float *bias, float *s, v8 *top, const int NBLK) {
-    v8 acc[8];
-    for (int c = 0; c < NBLK; c++) acc[c] = splat8(0.0f);
+/* Scores of Q queries (1 or 2, rows q[0], q[1]) against NBLK blocks of 8 keys from j0:
+ * s = q k.T * scale + bias; top = max(top, s). Two queries share each key load. NBLK and Q are constants
+ * per call (as many sums as the registers hold), so the sums stay in registers; each key's sum runs over
+ * d in order whatever NBLK and Q are, so every path and pairing gives the same bits. */
+INLINE void score_blocks(const float *const *q, const float *kt, int64_t D, int64_t Tp, int64_t j0, float scale,
+                         const float *bias, float *const *s, v8 *top, const int NBLK, const int Q) {
+    v8 acc0[8], acc1[8]; /* two arrays, not one [2][8]: GCC then keeps each sum in a register */
+    for (int c = 0; c < NBLK; c++) acc0[c] = acc1[c] = splat8(0.0f);
     for (int64_t d = 0; d < D; d++) {
-        const v8 qd = splat8(qi[d]);
         const float *row = kt + d * Tp + j0;
-        for (int c = 0; c < NBLK; c++) acc[c] += qd * load8(row + c * 8);
+        const v8 q0 = splat8(q[0][d]), q1 = splat8(q[Q - 1][d]);
+#pragma GCC unroll 8
+        for (int c = 0; c < NBLK; c++) {
+            const v8 k = load8(row + c * 8);
+            acc0[c] = fma8(q0, k, acc0[c]);
+            if (Q > 1) acc1[c] = fma8(q1, k, acc1[c]);
+        }
     }
     for (int c = 0; c < NBLK; c++) {
-        const v8 sj = acc[c] * scale + load8(bias + j0 + c * 8);
-        store8(s + j0 + c * 8, sj);
-        *top = max8(*top, sj);
+        const v8 b = load8(bias + j0 + c * 8), s0 = acc0[c] * scale + b;
+        store8(s[0] + j0 + c * 8, s0);
+        top[0] = max8(top[0], s0);
+        if (Q > 1) {
+            const v8 s1 = acc1[c] * scale + b;
+            store8(s[1] + j0 + c * 8, s1);
+            top[1] = max8(top[1], s1);
+        }
     }
 }
 
@@ -222,23 +240,25 @@ INLINE void weigh_blocks(const float *s, const float *vc, int64_t T, int64_t D, 
     int64_t j = 0;
     for (; j + 1 < T; j += 2) {
         const v8 se = splat8(s[j]), so = splat8(s[j + 1]);
+#pragma GCC unroll 8
         for (int c = 0; c < NBLK; c++) {
-            even[c] += se * load8(vc + j * D + d0 + c * 8);
-            odd[c] += so * load8(vc + (j + 1) * D + d0 + c * 8);
+            even[c] = fma8(se, load8(vc + j * D + d0 + c * 8), even[c]);
+            odd[c] = fma8(so, load8(vc + (j + 1) * D + d0 + c * 8), odd[c]);
         }
     }
     for (int c = 0; c < NBLK; c++) {
-        if (j < T) even[c] += splat8(s[j]) * load8(vc + j * D + d0 + c * 8);
+        if (j < T) even[c] = fma8(splat8(s[j]), load8(vc + j * D + d0 + c * 8), even[c]);
         store8(out + d0 + c * 8, even[c] + odd[c]);
     }
 }
 
 /* softmax(q k.T / sqrt(D) + mask) v for sequence b, head a and its first `queries` queries: into ctx.
  * Keys are padded to Tp, a multiple of LANES (weight exactly 0); scratch: kt [D, Tp] (the keys
- * transposed), s [Tp], bias [Tp], vc [T, D]. NBLK: blocks of 8 floats summed side by side. */
+ * transposed), s and s2 [Tp] (two queries' scores), bias [Tp], vc [T, D]. NBLK: blocks of 8 floats summed
+ * side by side. */
 INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt, const int NBLK) {
     const int64_t H = f->m->H, D = H / f->m->A, T = f->T, Tp = (T + LANES - 1) / LANES * LANES, stride = 3 * H;
-    float *s = kt + D * Tp, *bias = s + Tp, *vc = bias + Tp;
+    float *s = kt + D * Tp, *s2 = s + Tp, *bias = s2 + Tp, *vc = bias + Tp;
     const float *q = f->qkv + b * T * stride + a * D, *k = q + H, *v = q + 2 * H;
     const float scale = 1.0f / sqrtf((float)D);
     for (int64_t j = 0; j < Tp; j++) /* HF's additive mask: the lowest float where the mask is 0 */
@@ -248,29 +268,39 @@ INLINE void attend_body(fwd *f, int64_t b, int64_t a, float *kt, const int NBLK)
     /* the head's values, contiguous: rows 3H floats apart would fall in a few L1 sets and evict each other */
     for (int64_t j = 0; j < T; j++) memcpy(vc + j * D, v + j * stride, (size_t)D * sizeof(float));
     const int64_t Dv = D / LANES * LANES; /* features summed in vectors; the rest one by one */
-    for (int64_t i = 0; i < f->queries; i++) {
-        const float *qi = q + i * stride;
-        v8 top = splat8(-INFINITY), sum_lo = splat8(0.0f), sum_hi = sum_lo;
+    for (int64_t i0 = 0; i0 < f->queries; i0 += 2) {
+        const int Q = f->queries - i0 > 1 ? 2 : 1; /* queries scored together: they share the key loads */
+        const float *qs[2] = {q + i0 * stride, q + (i0 + Q - 1) * stride};
+        float *ss[2] = {s, s2};
+        v8 top[2] = {splat8(-INFINITY), splat8(-INFINITY)};
         int64_t j0 = 0;
-        for (; j0 + NBLK * 8 <= Tp; j0 += NBLK * 8) score_blocks(qi, kt, D, Tp, j0, scale, bias, s, &top, NBLK);
-        for (; j0 < Tp; j0 += 8) score_blocks(qi, kt, D, Tp, j0, scale, bias, s, &top, 1);
-        float lanes[LANES];
-        store8(lanes, top);
-        float mx = lanes[0];
-        for (int l = 1; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
-        exp_all(s, Tp, mx);
-        for (j0 = 0; j0 < Tp; j0 += LANES) sum_lo += load8(s + j0), sum_hi += load8(s + j0 + 8);
-        store8(lanes, sum_lo), store8(lanes + 8, sum_hi); /* key j's lane is j % 16, as in lane_dot */
-        const float inv = 1.0f / tree(lanes);
-        for (int64_t j = 0; j < T; j++) s[j] *= inv;
-        float *out = f->ctx + (b * T + i) * H + a * D;
-        int64_t d0 = 0;
-        for (; d0 + NBLK * 8 <= Dv; d0 += NBLK * 8) weigh_blocks(s, vc, T, D, d0, out, NBLK);
-        for (; d0 < Dv; d0 += 8) weigh_blocks(s, vc, T, D, d0, out, 1);
-        for (; d0 < D; d0++) {
-            float acc = 0.0f;
-            for (int64_t j = 0; j < T; j++) acc += s[j] * vc[j * D + d0];
-            out[d0] = acc;
+        if (Q == 2) {
+            for (; j0 + NBLK * 8 <= Tp; j0 += NBLK * 8) score_blocks(qs, kt, D, Tp, j0, scale, bias, ss, top, NBLK, 2);
+            for (; j0 < Tp; j0 += 8) score_blocks(qs, kt, D, Tp, j0, scale, bias, ss, top, 1, 2);
+        } else {
+            for (; j0 + NBLK * 8 <= Tp; j0 += NBLK * 8) score_blocks(qs, kt, D, Tp, j0, scale, bias, ss, top, NBLK, 1);
+            for (; j0 < Tp; j0 += 8) score_blocks(qs, kt, D, Tp, j0, scale, bias, ss, top, 1, 1);
+        }
+        for (int qi = 0; qi < Q; qi++) {
+            float *si = ss[qi], lanes[LANES];
+            v8 sum_lo = splat8(0.0f), sum_hi = sum_lo;
+            store8(lanes, top[qi]);
+            float mx = lanes[0];
+            for (int l = 1; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+            exp_all(si, Tp, mx);
+            for (j0 = 0; j0 < Tp; j0 += LANES) sum_lo += load8(si + j0), sum_hi += load8(si + j0 + 8);
+            store8(lanes, sum_lo), store8(lanes + 8, sum_hi); /* key j's lane is j % 16, as in lane_dot */
+            const float inv = 1.0f / tree(lanes);
+            for (int64_t j = 0; j < T; j++) si[j] *= inv;
+            float *out = f->ctx + (b * T + i0 + qi) * H + a * D;
+            int64_t d0 = 0;
+            for (; d0 + NBLK * 8 <= Dv; d0 += NBLK * 8) weigh_blocks(si, vc, T, D, d0, out, NBLK);
+            for (; d0 < Dv; d0 += 8) weigh_blocks(si, vc, T, D, d0, out, 1);
+            for (; d0 < D; d0++) {
+                float acc = 0.0f;
+                for (int64_t j = 0; j < T; j++) acc = fmaf(si[j], vc[j * D + d0], acc);
+                out[d0] = acc;
+            }
         }
     }
 }
@@ -335,9 +365,9 @@ typedef struct {
 
 enum { STEP_EMBED, STEP_ADD_NORM, STEP_ACTIVATE, STEP_ATTEND, STEP_FLOAT_LINEAR };
 
-static int64_t attention_scratch(const xtc_model *m, int64_t T) { /* floats per share: kt, s, bias, vc */
+static int64_t attention_scratch(const xtc_model *m, int64_t T) { /* floats per share: kt, s, s2, bias, vc */
     const int64_t Tp = (T + LANES - 1) / LANES * LANES;
-    return (2 * (m->H / m->A) + 2) * Tp;
+    return (2 * (m->H / m->A) + 3) * Tp;
 }
 
 static void step_share(void *ctx, int t) {
