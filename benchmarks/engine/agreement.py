@@ -7,7 +7,8 @@ Each finished quantize stage of a study folder (or each stage folder given) is e
 settings (`xtc export`), and every dev row of its task is scored twice: by the fake-quant torch model of the
 stage folder and by the engine on the packed folder, both at 128 tokens, one row at a time (no padding).
 Per model: the dev metric of each, their difference, the share of rows whose predictions differ, and the
-logit difference relative to the row's largest |logit| (its maximum and the share of rows above 1e-3).
+logit difference relative to the row's largest |logit| (its maximum and the share of rows above 1e-3) and to
+the largest |logit| of the dev set.
 """
 
 import argparse
@@ -65,6 +66,7 @@ def compare(stage: Path, glue_dir: Path, scratch: Path) -> dict:
             "recorded": round(json.loads((stage / "metrics.json").read_text())["dev"]["dev"]["score"] * 100, 2),
             "predictions_differ": float(np.mean(pick(ours) != pick(theirs))) if not task.is_regression else None,
             "max_relative_logit_difference": float(relative.max()),
+            "max_logit_difference_over_largest": float(np.abs(ours - theirs).max() / np.abs(theirs).max()),
             "rows_above_1e-3": float(np.mean(relative > 1e-3))}
 
 
@@ -72,14 +74,16 @@ def table(rows: list[dict], command: str) -> str:
     lines = ["# The engine against the fake-quant model on trained models and real GLUE dev rows", "",
              f"Made by `{command}` (see its docstring). Scores x100 "
              "(MCC for CoLA, mean of Pearson and Spearman for STS-B); `recorded` is the stage's metrics.json "
-             "(batched, padded). Relative logit difference: max |engine - fake| over a row's logits / max |fake|.",
+             "(batched, padded). Relative logit difference: max |engine - fake| over a row's logits / the row's max |fake|; "
+             "the last column divides the largest difference by the largest |fake| logit of the whole dev set.",
              "", "| stage | task | rows | recorded | fake-quant | engine | engine - fake | predictions differ | "
-             "max rel. logit diff | rows > 1e-3 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "max rel. logit diff | rows > 1e-3 | max diff / largest dev logit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         differ = "-" if r["predictions_differ"] is None else f"{100 * r['predictions_differ']:.2f}%"
         lines.append(f"| {Path(r['stage']).parent.name[:60]} | {r['task']} | {r['rows']} | {r['recorded']:.2f} | "
                      f"{r['fake_quant']:.2f} | {r['engine']:.2f} | {r['difference']:+.2f} | {differ} | "
-                     f"{r['max_relative_logit_difference']:.1e} | {100 * r['rows_above_1e-3']:.1f}% |")
+                     f"{r['max_relative_logit_difference']:.1e} | {100 * r['rows_above_1e-3']:.1f}% | "
+                     f"{r['max_logit_difference_over_largest']:.1e} |")
     return "\n".join(lines) + "\n"
 
 
