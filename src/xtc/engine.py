@@ -39,13 +39,17 @@ class Engine:
             arch = architecture(str(config.get("model_type")))
         except XtcError as e:
             raise XtcError(f"{packed.folder}: header field architecture.model_type: {e}") from None
-        self.arch, self.config, self.packed, self.threads = arch, config, packed, threads
+        self.arch, self.config, self._packed, self.threads = arch, config, packed, threads
+        self.folder = packed.folder
         self.sizes = self._check_geometry()
         act = config.get(self.arch.activation_key, "gelu")
         if not isinstance(act, str) or act not in _ACTIVATIONS:
             raise XtcError(f"{packed.folder}: activation {act!r} is not one the engine runs ({', '.join(_ACTIVATIONS)})")
         self._labels = packed.entry(f"{self.arch.classifier}.weight")["shape"][0]
         self._model = _lowbit.model(*self._model_spec(act))
+        # the capsule holds what the forward reads; the rest of the file's arrays (the Linears' packed bits, now
+        # in the kernels' layout, and the stored rows behind float copies: ~1 MB for 3 layers) are let go
+        del self._packed
         self._tokenizer = None
         self._path = kernels.path_id(path)  # None: the fastest path this CPU runs
 
@@ -60,21 +64,21 @@ class Engine:
         return z["max_pos"] - (self.config["pad_token_id"] + 1 if self.arch.positions_after_padding else 0)
 
     def _float(self, name: str) -> np.ndarray:
-        return np.ascontiguousarray(self.packed.dequantized(name), np.float32)
+        return np.ascontiguousarray(self._packed.dequantized(name), np.float32)
 
     def _model_spec(self, act: str) -> tuple:
         """The arguments of ``_lowbit.model`` (module.c): the geometry, then every tensor, in forward.h's order."""
         arch, z = self.arch, self.sizes
         dims = (z["H"], z["I"], z["A"], z["L"], self._labels, z["vocab"], z["max_pos"], z["type_vocab"], z["E"])
-        word, entry = arch.word_embeddings + ".weight", self.packed.entry(arch.word_embeddings + ".weight")
+        word, entry = arch.word_embeddings + ".weight", self._packed.entry(arch.word_embeddings + ".weight")
         if entry["encoding"] not in _WORD_KINDS or entry.get("granularity") == "group":
-            raise XtcError(f"{self.packed.folder}: the engine does not run word embeddings stored as "
+            raise XtcError(f"{self.folder}: the engine does not run word embeddings stored as "
                            f"{entry['encoding']} ({entry.get('granularity')} scales)")
-        tensors = self.packed.tensors_of(word)
+        tensors = self._packed.tensors_of(word)
         if entry["encoding"] in KEPT:
             table, scale = tensors[""], None
         else:
-            table, scale = tensors[self.packed.codec(word).suffix], self.packed.scale(word).reshape(-1)
+            table, scale = tensors[self._packed.codec(word).suffix], self._packed.scale(word).reshape(-1)
         table = np.ascontiguousarray(table)
         types = (self._float(f"{arch.token_type_embeddings}.weight") if arch.token_type_embeddings
                  else np.zeros((1, z["E"]), np.float32))  # no token types: one row of zeros, every id 0
@@ -96,7 +100,7 @@ class Engine:
     def _linear(self, names: list[str]) -> tuple:
         """One Linear of ``module.c``'s spec, ``(Kp, neg, nonzero, colsum, alpha, w, bias)``, from one or more
         (stacked: Q, K and V make one product) Linears of the file, all low-bit or all float."""
-        entries = [self.packed.entry(f"{n}.weight") for n in names]
+        entries = [self._packed.entry(f"{n}.weight") for n in names]
         biases = [self._float(f"{n}.bias") for n in names]
         bias = np.ascontiguousarray(np.concatenate(biases), np.float32)
         low_bit = [e["encoding"] in LOW_BIT for e in entries]
@@ -104,11 +108,11 @@ class Engine:
             w = np.concatenate([self._float(f"{n}.weight") for n in names])
             return (w.shape[1], None, None, None, None, np.ascontiguousarray(w, np.float32), bias)
         if not all(low_bit) or any(e.get("granularity") == "group" or e.get("act_bits") != 8 for e in entries):
-            raise XtcError(f"{self.packed.folder}: {names[0]}: the engine runs 1-/2-bit Linears with one scale per "
+            raise XtcError(f"{self.folder}: {names[0]}: the engine runs 1-/2-bit Linears with one scale per "
                            "matrix or row on 8-bit dynamic inputs (and Q, K, V all low-bit or all kept)")
-        codes = np.concatenate([self.packed.codes(f"{n}.weight") for n in names])
+        codes = np.concatenate([self._packed.codes(f"{n}.weight") for n in names])
         weights = kernels.prepare(codes, max(e["bits"] for e in entries))
-        alphas = [self.packed.scale(f"{n}.weight").reshape(-1) for n in names]
+        alphas = [self._packed.scale(f"{n}.weight").reshape(-1) for n in names]
         if len(names) > 1 or alphas[0].size > 1:  # stacked matrices: one scale per output row
             alphas = [np.broadcast_to(a, (e["shape"][0],)) for a, e in zip(alphas, entries)]
         alpha = np.ascontiguousarray(np.concatenate(alphas), np.float32)
@@ -117,7 +121,7 @@ class Engine:
     def _size(self, key: str, default=None) -> int:
         value = self.config.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise XtcError(f"{self.packed.folder}: header field architecture.{key} is {value!r}, expected a positive "
+            raise XtcError(f"{self.folder}: header field architecture.{key} is {value!r}, expected a positive "
                            "integer")
         return value
 
@@ -125,7 +129,7 @@ class Engine:
         """The header's sizes, as ``H, I, A, L, vocab, max_pos, type_vocab, E, eps``: positive integers that give
         every tensor the file holds, of its shape, and no other. A foreign or corrupted header is one XtcError,
         never a failure in the forward."""
-        config, folder, arch = self.config, self.packed.folder, self.arch
+        config, folder, arch = self.config, self.folder, self.arch
         H = self._size(arch.hidden_key)
         z = {"H": H, "I": self._size(arch.intermediate_key), "A": self._size(arch.heads_key),
              "L": self._size(arch.num_layers_key), "vocab": self._size("vocab_size"),
@@ -147,7 +151,7 @@ class Engine:
                            f"leaves no position after pad_token_id {pad} (positions start at pad_token_id + 1)")
         if not isinstance(config.get("id2label", {}), dict):
             raise XtcError(f"{folder}: header field architecture.id2label is not a mapping")
-        held = self.packed.layer_count(arch.layers)
+        held = self._packed.layer_count(arch.layers)
         if z["L"] != held:
             raise XtcError(f"{folder}: header field architecture.{arch.num_layers_key} is {z['L']}, "
                            f"but the file holds {held} layers")
@@ -173,7 +177,7 @@ class Engine:
                 expected[f"{layer}.{getattr(arch, role)}.bias"] = shape[:1]
             for norm in (arch.attention_norm, arch.output_norm):
                 expected[f"{layer}.{norm}.weight"] = expected[f"{layer}.{norm}.bias"] = (H,)
-        entries = self.packed.header["tensors"]
+        entries = self._packed.header["tensors"]
         for name, shape in expected.items():
             if name not in entries:
                 raise XtcError(f"{folder}: the file lacks {name}, which its architecture has")
@@ -198,9 +202,9 @@ class Engine:
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
-            path = self.packed.folder / "tokenizer.json"
+            path = self.folder / "tokenizer.json"
             if not path.is_file():
-                raise XtcError(f"{self.packed.folder}: no tokenizer.json (the engine needs a fast tokenizer)")
+                raise XtcError(f"{self.folder}: no tokenizer.json (the engine needs a fast tokenizer)")
             self._tokenizer = Tokenizer.from_file(str(path))
         tokenizer = self._tokenizer
         tokenizer.enable_truncation(max_seq_length)
@@ -236,7 +240,7 @@ class Engine:
         logits = np.empty((B, self._labels), np.float32)
         _lowbit.forward(self._model, ids, positions, types, mask, B, T, logits, self._path, self.threads)
         if not np.isfinite(logits).all():
-            raise XtcError(f"{self.packed.folder}: the model computed non-finite logits (its stored values overflow)")
+            raise XtcError(f"{self.folder}: the model computed non-finite logits (its stored values overflow)")
         return logits
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
