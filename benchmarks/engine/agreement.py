@@ -75,12 +75,14 @@ def table(rows: list[dict], command: str) -> str:
              f"Made by `{command}` (see its docstring). Scores x100 "
              "(MCC for CoLA, mean of Pearson and Spearman for STS-B); `recorded` is the stage's metrics.json "
              "(batched, padded). Relative logit difference: max |engine - fake| over a row's logits / the row's max |fake|; "
-             "the last column divides the largest difference by the largest |fake| logit of the whole dev set.",
+             "the last column divides the largest difference by the largest |fake| logit of the whole dev set. A study "
+             "cell's settings are in its study's results.jsonl, under the same name.",
              "", "| stage | task | rows | recorded | fake-quant | engine | engine - fake | predictions differ | "
              "max rel. logit diff | rows > 1e-3 | max diff / largest dev logit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         differ = "-" if r["predictions_differ"] is None else f"{100 * r['predictions_differ']:.2f}%"
-        lines.append(f"| {Path(r['stage']).parent.name[:60]} | {r['task']} | {r['rows']} | {r['recorded']:.2f} | "
+        name = Path(r["stage"]).parent.name  # a study cell: its settings, cut, and the hash that tells them apart
+        lines.append(f"| {name if len(name) <= 60 else name[:48] + '...' + name[-9:]} | {r['task']} | {r['rows']} | {r['recorded']:.2f} | "
                      f"{r['fake_quant']:.2f} | {r['engine']:.2f} | {r['difference']:+.2f} | {differ} | "
                      f"{r['max_relative_logit_difference']:.1e} | {100 * r['rows_above_1e-3']:.1f}% | "
                      f"{r['max_logit_difference_over_largest']:.1e} |")
