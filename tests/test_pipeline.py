@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from xtc.cli import main
 from xtc.data.tasks import get_task
 from xtc.models import load_model
 from xtc.quant.modules import QuantLinear
+from xtc.rundir import write_json
 
 def tiny(*stages):
     """Tiny budgets for bert-tiny (2 layers: the student keeps teacher layer 1)."""
@@ -248,6 +250,24 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
                  "--json")
     assert engine.exit_code == 0, engine.output
     assert json.loads(engine.stdout)["dev"]["accuracy"] == pytest.approx(metrics["dev"]["dev"]["accuracy"], abs=2 / 32)
+    # a run stopped halfway through publishing the trimmed files trims again from full_vocabulary/
+    shutil.copy(stage / "full_vocabulary" / "config.json", stage / "config.json")
+    write_json(stage / "metrics.json", {k: v for k, v in metrics.items() if k != "vocabulary"})
+    again = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+                "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
+                "--set", "quantize.trim_vocabulary=true")
+    assert again.exit_code == 0, again.output
+    assert json.loads((stage / "metrics.json").read_text()) == metrics
+    assert json.loads((stage / "config.json").read_text())["vocab_size"] == kept
+
+
+def test_trimming_a_vocabulary_it_cannot_is_refused_before_training(tmp_path):
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
+                 "--set", "quantize.trim_vocabulary=true", "--set", "quantize.quant={rules: [{pattern: "
+                 "'bert\\.embeddings\\.word_embeddings', weight_bits: 1, granularity: tensor}]}")
+    assert result.exit_code == 2 and "trim_vocabulary: the word table is quantized with one scale" in result.stderr, \
+        result.output
+    assert not (tmp_path / "o" / "teacher").exists()
 
 
 def test_only_the_last_stage_may_trim_its_vocabulary(tmp_path):

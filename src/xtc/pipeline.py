@@ -8,6 +8,7 @@ interrupted one resumes from its checkpoint.
 """
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +174,9 @@ def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
     for stage in recipe.stages:
         stage_dir = out / stage.name
         if stage.name in reused:  # a finished folder given by the user stands for this stage
+            if stage.trim_vocabulary:
+                raise XtcError(f"--reuse {stage.name}: that stage trims its vocabulary, which a given folder skips; "
+                               "reuse an earlier stage, or set trim_vocabulary: false")
             previous = reused[stage.name]
             if not (previous / METRICS_FILE).is_file():
                 raise XtcError(f"--reuse {stage.name}={previous}: not a finished stage folder (no {METRICS_FILE})")
@@ -251,25 +255,37 @@ def _train(run: _Run, stage: StageConfig, stage_dir: Path, teacher_dir: Path | N
 
 
 def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: dict) -> dict:
-    """The stage's model over the tokens of the training data (xtc.vocab), scored on dev again: its
-    folder and metrics become the trimmed model's (the full vocabulary's dev score kept beside)."""
+    """The stage's model over the tokens of the training data (xtc.vocab), scored on dev again: its folder and
+    metrics become the trimmed model's, the full vocabulary's dev score kept beside and its model in
+    ``full_vocabulary/``. Restartable: the trim always starts from that copy, and metrics.json, which marks
+    the stage done, is written last."""
     accelerator, config = run.accelerator, run.config
     used = {i for feature in run.train_features for i in feature["input_ids"]}
-    scratch = stage_dir / "trimmed.tmp"
+    full, scratch = stage_dir / "full_vocabulary", stage_dir / "trimmed.tmp"
     if accelerator.is_main_process:
-        info = trim_vocabulary(stage_dir, scratch, used)
+        if not full.is_dir():
+            copy = stage_dir / "full_vocabulary.tmp"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(stage_dir, copy, ignore=lambda d, names: [n for n in names if n.endswith(".tmp")])
+            copy.rename(full)
+        shutil.rmtree(scratch, ignore_errors=True)
+        info = trim_vocabulary(full, scratch, used)
         note(f"{stage.name}: vocabulary trimmed to the training data's tokens: {info['kept']} of {info['of']} rows")
     accelerator.wait_for_everyone()
     model, _ = load_model(scratch, run.task)
     tokenizer = load_tokenizer(scratch)
     dev = dev_sets(run.task, tokenizer, "dev", config.glue_dir, config.max_seq_length, config.max_eval_samples)
-    results, _ = score(accelerator.prepare(model.eval()), tokenizer, run.task, dev, stage.eval_batch_size, accelerator)
+    results, flags = score(accelerator.prepare(model.eval()), tokenizer, run.task, dev, stage.eval_batch_size,
+                           accelerator)
     vocab_size = json.loads((scratch / "config.json").read_text())["vocab_size"]
-    trimmed = {**metrics, "dev": results, "vocabulary": {"kept": vocab_size, "dev_full_vocabulary": metrics["dev"]}}
+    trimmed = {k: v for k, v in metrics.items() if k != "degenerate"}
+    trimmed |= {"dev": results, "vocabulary": {"kept": vocab_size, "dev_full_vocabulary": metrics["dev"]},
+                **({"degenerate": flags[run.task.dev_splits[0]]} if run.task.dev_splits[0] in flags else {})}
     if accelerator.is_main_process:
-        write_json(scratch / METRICS_FILE, trimmed)
+        (scratch / METRICS_FILE).unlink(missing_ok=True)
         publish(scratch, stage_dir)
         scratch.rmdir()
+        write_json(stage_dir / METRICS_FILE, trimmed)
     accelerator.wait_for_everyone()
     return trimmed
 

@@ -88,6 +88,10 @@ def check_run(config: RunConfig) -> Recipe:
         layers[stage.name] = count
         if stage.quant is not None and not config.fake_quant_only:
             problems += _quantization_problems(stage, arch, count if count is not None else start)
+        if stage.trim_vocabulary:
+            problem = _trim_problem(stage, config.teacher or config.model, arch)
+            if problem:
+                problems.append(f"stage {stage.name}: trim_vocabulary: {problem}")
     if problems:
         raise XtcError("the run cannot go as configured:\n  " + "\n  ".join(problems)
                        if len(problems) > 1 else problems[0])
@@ -111,6 +115,16 @@ def _student_layers(stage: StageConfig, num_teacher: int, problems: list[str]) -
             problems.append(f"stage {stage.name}: layer_map {stage.layer_map} must give a teacher layer (0 to "
                             f"{num_teacher - 1}) for each of the student's {count} layers")
     return count
+
+
+def _trim_problem(stage: StageConfig, model: str | Path, arch) -> str | None:
+    """What xtc.vocab would refuse after the stage has trained, found before: the tokenizer, the word-table rule."""
+    from xtc.models import load_tokenizer
+    from xtc.vocab import trim_problem
+
+    tokenizer = json.loads(load_tokenizer(model).backend_tokenizer.to_str())
+    rule = get_quant_config(stage.quant).rule_for(arch.word_embeddings) if stage.quant is not None else None
+    return trim_problem(tokenizer, rule)
 
 
 def _quantization_problems(stage: StageConfig, arch, num_layers: int | None) -> list[str]:

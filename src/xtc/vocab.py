@@ -29,12 +29,24 @@ def _single_character(token: str, prefix: str) -> bool:
     return len(token) == 1 or (token.startswith(prefix) and len(token) == len(prefix) + 1)
 
 
+def trim_problem(tokenizer: dict, word_rule) -> str | None:
+    """Why a model cannot be trimmed, or None: ``tokenizer`` is its parsed tokenizer.json, ``word_rule`` the
+    quantization rule of its word table (None: not quantized). Checked before training too (xtc.preflight)."""
+    model = tokenizer.get("model") or {}
+    if model.get("type") != "WordPiece":
+        return (f"vocabulary trimming needs a WordPiece tokenizer (BERT, ELECTRA, DistilBERT); this one is "
+                f"{model.get('type')}")
+    if model.get("unk_token") not in model.get("vocab", {}):
+        return "vocabulary trimming needs the tokenizer's unk_token in its vocabulary"
+    if word_rule is not None and word_rule.weight_bits is not None and word_rule.granularity == "tensor":
+        return ("the word table is quantized with one scale for the whole matrix, which trimming would change; "
+                "trim a model whose word-table rule has granularity row")
+    return None
+
+
 def kept_ids(tokenizer: dict, used: set[int]) -> list[int]:
     """The old ids a trimmed vocabulary keeps, ascending: ``used``, the special tokens and single characters."""
     model = tokenizer["model"]
-    if model.get("type") != "WordPiece":
-        raise XtcError(f"vocabulary trimming needs a WordPiece tokenizer (BERT, ELECTRA, DistilBERT); this one is "
-                       f"{model.get('type')}")
     prefix = model.get("continuing_subword_prefix", "##")
     special = {t["id"] for t in tokenizer.get("added_tokens", [])} | {model["vocab"][model["unk_token"]]}
     singles = {i for token, i in model["vocab"].items() if _single_character(token, prefix)}
@@ -60,28 +72,28 @@ def _renumbered_tokenizer(tokenizer: dict, keep: list[int]) -> dict:
     return out
 
 
-def _word_rule_scale(config: dict, table: str) -> str | None:
-    """The granularity of the quantization rule of the word table, None when it is not quantized."""
+def _word_rule(config: dict, table: str):
+    """The quantization rule of the word table recorded in a saved config, None when it is not quantized."""
     from xtc.quant.config import recorded_quant_config
 
     recorded = config.get("xtc_quantization")
-    if not recorded:
-        return None
-    rule = recorded_quant_config(recorded).rule_for(table)
-    return None if rule is None or rule.weight_bits is None else rule.granularity
+    return recorded_quant_config(recorded).rule_for(table) if recorded else None
 
 
 def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
     """Write into ``dst`` the model folder ``src`` over ``kept_ids(used)``; the other files of ``src`` are
     copied. Returns ``{"kept": rows, "of": rows before}``."""
     src, dst = Path(src), Path(dst)
+    if not all((src / f).is_file() for f in (_TOKENIZER, _CONFIG, _WEIGHTS)):
+        raise XtcError(f"{src}: vocabulary trimming needs {_TOKENIZER}, {_CONFIG} and {_WEIGHTS} in the folder")
     tokenizer = json.loads((src / _TOKENIZER).read_text())
     config = json.loads((src / _CONFIG).read_text())
-    keep = kept_ids(tokenizer, used)
     table = architecture(config["model_type"]).word_embeddings
-    if _word_rule_scale(config, table) == "tensor":
-        raise XtcError(f"{src}: the word table is quantized with one scale for the whole matrix, which trimming "
-                       "would change; trim a model whose word-table rule has granularity row")
+    problem = trim_problem(tokenizer, _word_rule(config, table))
+    if problem:
+        raise XtcError(f"{src}: {problem}")
+    pad = config.get("pad_token_id")
+    keep = kept_ids(tokenizer, set(used) | ({pad} if pad is not None else set()))
     weights = load_file(src / _WEIGHTS)
     name = f"{table}.weight"
     if name not in weights or weights[name].shape[0] != config["vocab_size"]:
@@ -99,9 +111,11 @@ def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
     save_file(weights, dst / _WEIGHTS, metadata={"format": "pt"})
     (dst / _CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     (dst / _TOKENIZER).write_text(json.dumps(trimmed, ensure_ascii=False))
-    if (src / _VOCAB).is_file():  # the slow tokenizer's vocabulary: one token per line, in id order
-        tokens = sorted(trimmed["model"]["vocab"], key=trimmed["model"]["vocab"].get)
-        (dst / _VOCAB).write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+    if (src / _VOCAB).is_file():  # the slow tokenizer's vocabulary: one token per line, line i is id i
+        by_id = {i: t for t, i in trimmed["model"]["vocab"].items()} | {t["id"]: t["content"] for t in trimmed["added_tokens"]}
+        if sorted(by_id) != list(range(len(keep))):
+            raise XtcError(f"{src}: its tokens do not number 0..{len(keep) - 1} after trimming; cannot write {_VOCAB}")
+        (dst / _VOCAB).write_text("".join(f"{by_id[i]}\n" for i in range(len(keep))), encoding="utf-8")
     if (src / _TOKENIZER_CONFIG).is_file():  # its added_tokens_decoder is keyed by id
         settings = json.loads((src / _TOKENIZER_CONFIG).read_text())
         if "added_tokens_decoder" in settings:

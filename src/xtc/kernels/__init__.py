@@ -84,6 +84,9 @@ def prepare(codes: np.ndarray, bits: int) -> LowbitWeights:
     (in C: at load, building it in numpy was most of a 3-layer engine's start)."""
     if bits not in (1, 2):
         raise ValueError(f"bits must be 1 or 2, got {bits}")
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu" or (codes.dtype != np.int8 and codes.size and (codes.min() < -1 or codes.max() > 1)):
+        raise ValueError(f"weight codes must be integers in -1..1, got {codes.dtype} values")  # before int8 wraps them
     codes = np.ascontiguousarray(codes, np.int8)
     n, k = codes.shape
     words = (-(-n // _PANEL), -(-k // 4))

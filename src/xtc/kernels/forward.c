@@ -182,7 +182,8 @@ INLINE void exp_all(float *x, int64_t n, float shift) {
 /* The attention's vectors: 8 floats as one value (GCC vector extensions: one ymm register, on AVX-512
  * too, where 32 of them let NBLK be 8; a 64-byte type would go through the stack on AVX2). Products are
  * summed by fma8, a correctly rounded fused multiply-add per lane: one vfmadd on the AVX2 and AVX-512
- * builds, libm's fmaf on the reference, the same bits on every path. */
+ * builds, libm's fmaf on the reference, the same bits on every path (the reference's attention is slow on a
+ * CPU without FMA, where fmaf is done in software: it is the definition, not a path to run). */
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 INLINE v8 load8(const float *p) {
@@ -339,7 +340,7 @@ typedef struct {
 
 FLOAT_OPS(ref, , 4)
 #ifdef XTC_X86
-FLOAT_OPS(avx2, __attribute__((target("avx2,fma"))), 4)   /* 16 ymm registers: 4 (scores) or 8 (weighing) sums */
+FLOAT_OPS(avx2, __attribute__((target("avx2,fma"))), 4)   /* 16 ymm registers: 8 sums (2 queries x 4 blocks) */
 FLOAT_OPS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,fma"))), 8)
 #endif
 

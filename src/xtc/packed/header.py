@@ -57,7 +57,7 @@ def _tensor_entry(where: str, raw) -> dict:
         raise HeaderError(f"invalid value {raw!r} for {where}: expected an object")
     unknown = sorted(set(raw) - set(_ENTRY_FIELDS))
     if unknown:
-        raise HeaderError(f"unknown setting {where}.{unknown[0]!r}")
+        raise HeaderError(f"unknown setting {where + '.' + unknown[0]!r}")
     for required in ("encoding", "shape"):
         if required not in raw:
             raise HeaderError(f"missing required setting {where}.{required}")
@@ -83,7 +83,7 @@ def _tensor_entry(where: str, raw) -> dict:
 
 def _digests(where: str, raw, names: tuple[str, ...] | None = None) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        raise HeaderError(f"invalid value for {where}: expected an object of name -> hex digest strings")
+        raise HeaderError(f"invalid value {raw!r:.80} for {where}: expected an object of name -> hex digest strings")
     foreign = sorted(set(raw) - set(names)) if names is not None else []
     if foreign:
         raise HeaderError(f"invalid value for {where}: {foreign[0]!r} is not a tokenizer file ({', '.join(names)})")
