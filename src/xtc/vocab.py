@@ -53,9 +53,8 @@ def kept_ids(tokenizer: dict, used: set[int]) -> list[int]:
     return sorted(set(used) | special | singles)
 
 
-def _renumbered_tokenizer(tokenizer: dict, keep: list[int]) -> dict:
-    """tokenizer.json with only the ``keep`` ids, renumbered 0..len(keep)-1 in their order."""
-    new_id = {old: new for new, old in enumerate(keep)}
+def _renumbered_tokenizer(tokenizer: dict, new_id: dict[int, int]) -> dict:
+    """tokenizer.json with only the kept ids (``new_id``'s keys), renumbered by ``new_id``."""
     out = json.loads(json.dumps(tokenizer))
     out["model"]["vocab"] = {t: new_id[i] for t, i in tokenizer["model"]["vocab"].items() if i in new_id}
     out["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in tokenizer.get("added_tokens", [])]
@@ -103,7 +102,7 @@ def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
     if config.get("pad_token_id") is not None:
         config["pad_token_id"] = new_id[config["pad_token_id"]]
     before, config["vocab_size"] = config["vocab_size"], len(keep)
-    trimmed = _renumbered_tokenizer(tokenizer, keep)
+    trimmed = _renumbered_tokenizer(tokenizer, new_id)
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file() and f.name not in (_TOKENIZER, _CONFIG, _WEIGHTS, _VOCAB, _TOKENIZER_CONFIG):
