@@ -9,23 +9,37 @@ float ops round differently from torch's (order of sums, exp), so an 8-bit activ
 rounding boundary can flip: logits agree with the fake-quant model to float rounding on most rows
 and within about 2% of the largest logit on all (tests/test_engine.py).
 The three kernel paths (reference, AVX2, AVX-512) give the same bits.
+
+Loading a folder and ``Engine.predict`` import no numpy either (a fresh process's start: numpy's import
+alone takes longer than reading and building a 3-layer model); ``logits`` takes and returns numpy arrays.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-import numpy as np
+import math
+from array import array
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xtc import kernels
 from xtc.kernels import _lowbit
 from xtc.arch import architecture
 from xtc.errors import XtcError
-from xtc.packed.codecs import KEPT, LOW_BIT
+from xtc.packed.codecs import LOW_BIT, SCALE
 from xtc.packed.read import PackedModel, read_packed
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 _ACTIVATIONS = {"gelu": 0, "relu": 1, "tanh": 2}  # forward.h's ACT_*
 # forward.h's WORD_*: how the word table is stored, by encoding
 _WORD_KINDS = {"fp32": 0, "fp16": 1, "binary": 2, "ternary2": 3, "ternary_base3": 4, "int8_row": 5}
+
+
+def _floats(parts: list) -> memoryview:
+    """float32 buffers, one after the other, as one float32 buffer (what ``_lowbit.model`` holds)."""
+    return memoryview(parts[0] if len(parts) == 1 else b"".join(parts)).cast("B").cast("f")
 
 
 class Engine:
@@ -63,25 +77,34 @@ class Engine:
         z = self.sizes
         return z["max_pos"] - (self.config["pad_token_id"] + 1 if self.arch.positions_after_padding else 0)
 
-    def _float(self, name: str) -> np.ndarray:
-        return np.ascontiguousarray(self._packed.dequantized(name), np.float32)
+    def _stored(self, name: str) -> tuple[dict, int, int, int, dict]:
+        """One logical tensor's entry, its encoding's kind (WORD_*), rows, values per row, stored bytes by suffix."""
+        entry = self._packed.entry(name)
+        if entry.get("granularity") == "group":
+            raise XtcError(f"{self.folder}: {name}: the engine runs one scale per matrix or row, not per group")
+        shape = entry["shape"]
+        return entry, _WORD_KINDS[entry["encoding"]], shape[0], math.prod(shape[1:]), self._packed.raw_of(name)
+
+    def _float(self, name: str) -> memoryview:
+        """The float32 values of one stored tensor, decoded in C (``_lowbit.decode``)."""
+        entry, kind, rows, cols, raw = self._stored(name)
+        if entry["encoding"] == "fp32":
+            return memoryview(raw[""]).cast("f")
+        out = array("f", bytes(4 * rows * cols))
+        scale = memoryview(raw[SCALE]).cast("f") if SCALE in raw else None
+        _lowbit.decode(kind, raw[self._packed.codec(name).suffix if scale is not None else ""], rows, cols, scale, out)
+        return memoryview(out)
 
     def _model_spec(self, act: str) -> tuple:
         """The arguments of ``_lowbit.model`` (module.c): the geometry, then every tensor, in forward.h's order."""
         arch, z = self.arch, self.sizes
         dims = (z["H"], z["I"], z["A"], z["L"], self._labels, z["vocab"], z["max_pos"], z["type_vocab"], z["E"])
-        word, entry = arch.word_embeddings + ".weight", self._packed.entry(arch.word_embeddings + ".weight")
-        if entry["encoding"] not in _WORD_KINDS or entry.get("granularity") == "group":
-            raise XtcError(f"{self.folder}: the engine does not run word embeddings stored as "
-                           f"{entry['encoding']} ({entry.get('granularity')} scales)")
-        tensors = self._packed.tensors_of(word)
-        if entry["encoding"] in KEPT:
-            table, scale = tensors[""], None
-        else:
-            table, scale = tensors[self._packed.codec(word).suffix], self._packed.scale(word).reshape(-1)
-        table = np.ascontiguousarray(table)
+        word = arch.word_embeddings + ".weight"
+        entry, kind, rows, _, raw = self._stored(word)
+        table = raw[self._packed.codec(word).suffix] if SCALE in raw else raw[""]
+        scale = memoryview(raw[SCALE]).cast("f") if SCALE in raw else None
         types = (self._float(f"{arch.token_type_embeddings}.weight") if arch.token_type_embeddings
-                 else np.zeros((1, z["E"]), np.float32))  # no token types: one row of zeros, every id 0
+                 else array("f", bytes(4 * z["E"])))  # no token types: one row of zeros, every id 0
         project = self._linear([arch.embeddings_project]) if z["E"] != z["H"] else None
         layers = []
         for i in range(z["L"]):
@@ -92,8 +115,7 @@ class Engine:
                      for p in ("weight", "bias")]
             layers.append((qkv, *linears, *norms))
         return (dims, z["eps"], _ACTIVATIONS[act], _ACTIVATIONS[arch.pooler_activation],
-                _WORD_KINDS[entry["encoding"]], table.view(np.uint8).reshape(table.shape[0], -1),
-                table.nbytes // table.shape[0], scale, self._float(f"{arch.position_embeddings}.weight"), types,
+                kind, table, len(table) // rows, scale, self._float(f"{arch.position_embeddings}.weight"), types,
                 self._float(f"{arch.embeddings_norm}.weight"), self._float(f"{arch.embeddings_norm}.bias"), project,
                 tuple(layers), self._linear([arch.pooler]), self._linear([arch.classifier]))
 
@@ -101,22 +123,25 @@ class Engine:
         """One Linear of ``module.c``'s spec, ``(Kp, neg, nonzero, colsum, alpha, w, bias)``, from one or more
         (stacked: Q, K and V make one product) Linears of the file, all low-bit or all float."""
         entries = [self._packed.entry(f"{n}.weight") for n in names]
-        biases = [self._float(f"{n}.bias") for n in names]
-        bias = np.ascontiguousarray(np.concatenate(biases), np.float32)
+        bias = _floats([self._float(f"{n}.bias") for n in names])
         low_bit = [e["encoding"] in LOW_BIT for e in entries]
         if not any(low_bit):
-            w = np.concatenate([self._float(f"{n}.weight") for n in names])
-            return (w.shape[1], None, None, None, None, np.ascontiguousarray(w, np.float32), bias)
-        if not all(low_bit) or any(e.get("granularity") == "group" or e.get("act_bits") != 8 for e in entries):
+            return (entries[0]["shape"][1], None, None, None, None, _floats([self._float(f"{n}.weight") for n in names]),
+                    bias)
+        if not all(low_bit) or any(e.get("act_bits") != 8 for e in entries):
             raise XtcError(f"{self.folder}: {names[0]}: the engine runs 1-/2-bit Linears with one scale per "
                            "matrix or row on 8-bit dynamic inputs (and Q, K, V all low-bit or all kept)")
-        codes = np.concatenate([self._packed.codes(f"{n}.weight") for n in names])
-        weights = kernels.prepare(codes, max(e["bits"] for e in entries))
-        alphas = [self._packed.scale(f"{n}.weight").reshape(-1) for n in names]
-        if len(names) > 1 or alphas[0].size > 1:  # stacked matrices: one scale per output row
-            alphas = [np.broadcast_to(a, (e["shape"][0],)) for a, e in zip(alphas, entries)]
-        alpha = np.ascontiguousarray(np.concatenate(alphas), np.float32)
-        return (weights.padded_in_features, weights.neg, weights.nonzero, weights.colsum, alpha, None, bias)
+        codes, alphas = [], []
+        for n in names:  # stacked matrices: their codes one after the other, and one scale per output row
+            _, kind, rows, cols, raw = self._stored(f"{n}.weight")
+            codes.append(bytearray(rows * cols))
+            _lowbit.decode_codes(kind, raw[self._packed.codec(f"{n}.weight").suffix], rows, cols, codes[-1])
+            alpha = array("f", memoryview(raw[SCALE]).cast("f"))
+            alphas.append(alpha * rows if len(names) > 1 and len(alpha) == 1 else alpha)
+        rows = sum(e["shape"][0] for e in entries)
+        padded, neg, nonzero, colsum = kernels.prepare_codes(b"".join(codes), rows, cols,
+                                                             max(e["bits"] for e in entries))
+        return (padded, neg, nonzero, colsum, _floats(alphas), None, bias)
 
     def _size(self, key: str, default=None) -> int:
         value = self.config.get(key, default)
@@ -196,9 +221,9 @@ class Engine:
         (default: the fastest; all give the same logits bit for bit)."""
         return cls(read_packed(folder), threads, path)
 
-    def encode(self, columns: list[list[str]], max_seq_length: int = 128) -> dict[str, np.ndarray]:
-        """Texts (one list, or two for pairs) -> ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T),
-        with the folder's ``tokenizer.json`` (the ``tokenizers`` library: what the fast HF tokenizer runs)."""
+    def _tokenized(self, columns: list[list[str]], max_seq_length: int) -> list:
+        """Texts (one list, or two for pairs) -> tokenizers' encodings, padded to the longest, with the folder's
+        ``tokenizer.json`` (the ``tokenizers`` library: what the fast HF tokenizer runs)."""
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
@@ -210,48 +235,99 @@ class Engine:
         tokenizer.enable_truncation(max_seq_length)
         pad_id = self.config.get("pad_token_id") or 0
         tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
-        encoded = tokenizer.encode_batch(list(zip(*columns)) if len(columns) == 2 else columns[0])
+        return tokenizer.encode_batch(list(zip(*columns)) if len(columns) == 2 else columns[0])
+
+    def encode(self, columns: list[list[str]], max_seq_length: int = 128) -> dict[str, np.ndarray]:
+        """Texts (one list, or two for pairs) -> ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T)."""
+        import numpy as np
+
+        encoded = self._tokenized(columns, max_seq_length)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         types = (np.array([e.type_ids for e in encoded], dtype=np.int64) if self.sizes["type_vocab"] > 1
                  else np.zeros_like(ids))  # one token type (RoBERTa's table has one row, DistilBERT none): all 0
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
                 "token_type_ids": types}
 
+    def predict(self, texts: list[str], pairs: list[str] | None = None, max_seq_length: int = 128) -> list[dict]:
+        """One ``{"label", "score"}`` per text (or text pair): the top class and its probability, or the
+        regression value (``label`` None). Imports no numpy: a fresh process that scores a few texts starts
+        faster."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise XtcError(f"{len(texts)} texts but {len(pairs)} text pairs: give one pair per text")
+        if not texts:
+            return []
+        encoded = self._tokenized([texts] if pairs is None else [texts, pairs], max_seq_length)
+        B, T = len(encoded), len(encoded[0].ids)
+        ids = array("q", [i for e in encoded for i in e.ids])
+        mask = array("q", [m for e in encoded for m in e.attention_mask])
+        types = (array("q", [t for e in encoded for t in e.type_ids]) if self.sizes["type_vocab"] > 1
+                 else array("q", bytes(8 * B * T)))
+        logits = self._forward(ids, mask, types, B, T)
+        L = self._labels
+        return predictions([logits[b * L:(b + 1) * L].tolist() for b in range(B)], self.config.get("id2label"))
+
     def logits(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
-        """``token_type_ids`` are ignored by a model without a token-type table (DistilBERT, whose forward in
-        transformers takes none)."""
-        z = self.sizes
+        """int arrays ``(B, T)`` -> float32 ``(B, num_labels)``. ``token_type_ids`` are ignored by a model
+        without a token-type table (DistilBERT, whose forward in transformers takes none)."""
+        import numpy as np
+
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         if ids.ndim != 2 or not ids.shape[0] or not ids.shape[1]:
             raise XtcError(f"input_ids must be (batch, tokens), got {list(ids.shape)}")
-        if ids.min() < 0 or ids.max() >= z["vocab"]:
-            raise XtcError(f"token ids must be in 0..{z['vocab'] - 1}")
         B, T = ids.shape
         mask = np.ones_like(ids) if attention_mask is None else np.ascontiguousarray(attention_mask, dtype=np.int64)
         types = (np.zeros_like(ids) if token_type_ids is None or not self.arch.token_type_embeddings
                  else np.ascontiguousarray(token_type_ids, dtype=np.int64))
         if mask.shape != ids.shape or types.shape != ids.shape:
             raise XtcError(f"attention_mask and token_type_ids must be {list(ids.shape)} like input_ids")
-        if types.min() < 0 or types.max() >= z["type_vocab"]:
+        return np.frombuffer(self._forward(ids, mask, types, B, T), np.float32).reshape(B, self._labels)
+
+    def _forward(self, ids, mask, types, B: int, T: int) -> array:
+        """int64 buffers of ``B * T`` ids, mask and token types (numpy arrays or ``array("q")``) -> float32
+        logits ``B * num_labels``, flat."""
+        z = self.sizes
+        flat_ids, flat_types = (memoryview(a).cast("B").cast("q") for a in (ids, types))
+        if min(flat_ids) < 0 or max(flat_ids) >= z["vocab"]:
+            raise XtcError(f"token ids must be in 0..{z['vocab'] - 1}")
+        if min(flat_types) < 0 or max(flat_types) >= z["type_vocab"]:
             raise XtcError(f"token type ids must be in 0..{z['type_vocab'] - 1}")
-        positions = self._positions(ids)
-        if positions.max() >= z["max_pos"]:
-            raise XtcError(f"input_ids have {T} tokens; this model takes at most {self.max_tokens}")
-        logits = np.empty((B, self._labels), np.float32)
+        positions = self._positions(flat_ids, B, T)
+        logits = array("f", bytes(4 * B * self._labels))
         _lowbit.forward(self._model, ids, positions, types, mask, B, T, logits, self._path, self.threads)
-        if not np.isfinite(logits).all():
+        if not all(map(math.isfinite, logits)):
             raise XtcError(f"{self.folder}: the model computed non-finite logits (its stored values overflow)")
         return logits
 
-    def _positions(self, ids: np.ndarray) -> np.ndarray:
-        """(B, T) position ids: 0..T-1, or RoBERTa's: padding_idx + 1 + the index among the tokens that are not
-        padding, padding_idx on padding (transformers' create_position_ids_from_input_ids)."""
-        B, T = ids.shape
+    def _positions(self, ids: memoryview, B: int, T: int) -> array:
+        """``B * T`` position ids: 0..T-1, or RoBERTa's: padding_idx + 1 + the index among the tokens that are
+        not padding, padding_idx on padding (transformers' create_position_ids_from_input_ids)."""
+        if T > self.max_tokens:
+            raise XtcError(f"input_ids have {T} tokens; this model takes at most {self.max_tokens}")
         if not self.arch.positions_after_padding:
-            return np.ascontiguousarray(np.broadcast_to(np.arange(T, dtype=np.int64), (B, T)))
+            return array("q", range(T)) * B
         pad = self.config["pad_token_id"]
-        real = ids != pad
-        return np.cumsum(real, axis=1, dtype=np.int64) * real + pad
+        positions = array("q", bytes(8 * B * T))
+        for b in range(B):
+            seen = 0
+            for i in range(b * T, (b + 1) * T):
+                seen += ids[i] != pad
+                positions[i] = pad + seen if ids[i] != pad else pad
+        return positions
+
+
+def predictions(logits: list[list[float]], id2label: dict | None) -> list[dict]:
+    """Rows of logits -> one ``{"label", "score"}`` each: the top class and its softmax probability, or, for a
+    single logit (regression), ``label`` None and the value."""
+    labels = {int(k): v for k, v in (id2label or {}).items()}
+    results = []
+    for row in logits:
+        if len(row) == 1:
+            results.append({"label": None, "score": float(row[0])})
+            continue
+        top = max(range(len(row)), key=row.__getitem__)
+        results.append({"label": labels.get(top, f"LABEL_{top}"),
+                        "score": 1 / sum(math.exp(v - row[top]) for v in row)})
+    return results
 
 
 load = Engine.load  # xtc.load: a packed folder -> its Engine

@@ -4,38 +4,29 @@ A packed folder runs on the torch-free engine (``xtc.engine``: neither torch nor
 imported); stage folders (the fake-quant model) run in torch.
 """
 
-import numpy as np
-
 from xtc.data.tasks import recorded_task
 from xtc.errors import XtcError
-from xtc.engine import engine_for
+from xtc.engine import engine_for, predictions
 from xtc.progress import bar
 
 
 def predict(model_dir: str, examples: list[tuple[str, ...]], batch_size: int = 32,
             max_seq_length: int = 128) -> list[dict]:
     """One ``{"label", "score"}`` per example: the top class and its probability, or the regression value."""
-    logits_of, config = _model(model_dir, max_seq_length)
+    predict_columns, config = _model(model_dir, max_seq_length)
     _check_example_width(model_dir, recorded_task(config.get("finetuning_task")), examples)
-    labels = {int(k): v for k, v in config["id2label"].items()}
     results = []
     batches = range(0, len(examples), batch_size)
     for start in bar(batches, desc="predict", leave=False, enabled=len(batches) > 1):
-        logits = logits_of([list(c) for c in zip(*examples[start:start + batch_size])])  # (batch, num_labels)
-        if len(labels) == 1:  # regression
-            results += [{"label": None, "score": float(v)} for v in logits[:, 0]]
-        else:
-            probs = np.exp(logits - logits.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
-            results += [{"label": labels[int(i)], "score": float(probs[j, i])} for j, i in enumerate(probs.argmax(-1))]
+        results += predict_columns([list(c) for c in zip(*examples[start:start + batch_size])])
     return results
 
 
 def _model(model_dir: str, max_seq_length: int):
-    """(texts columns -> logits (B, num_labels) float32, the model's config as a dict)."""
+    """(texts columns -> one prediction per row, the model's config as a dict)."""
     engine = engine_for(model_dir)
     if engine is not None:
-        return (lambda columns: engine.logits(**engine.encode(columns, max_seq_length))), engine.config
+        return (lambda columns: engine.predict(*columns, max_seq_length=max_seq_length)), engine.config
     return _torch_model(model_dir, max_seq_length)
 
 
@@ -48,11 +39,11 @@ def _torch_model(model_dir: str, max_seq_length: int):
     model, tokenizer = load_trained(model_dir), load_tokenizer(model_dir)
 
     @torch.no_grad()
-    def logits_of(columns):
+    def predict_columns(columns):
         batch = tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt")
-        return model(**batch).logits.float().numpy()
+        return predictions(model(**batch).logits.float().tolist(), model.config.id2label)
 
-    return logits_of, model.config.to_dict()
+    return predict_columns, model.config.to_dict()
 
 
 def _check_example_width(model_dir: str, task, examples: list[tuple[str, ...]]) -> None:

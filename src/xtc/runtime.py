@@ -82,7 +82,7 @@ class PackedEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim = entry["shape"]
         if entry["granularity"] == "group":
             raise XtcError(f"{name}: the runtime runs one scale per table or per row, not per group (yet)")
-        self.decode = packed.codec(f"{name}.weight").unpacker
+        self.decode = packed.codec(f"{name}.weight").unpack
         self.stored = packed.packed_codes(f"{name}.weight")
         self.scale = packed.scale(f"{name}.weight")  # (1, 1) or (rows, 1)
         self.padding_idx = padding_idx

@@ -7,15 +7,21 @@ Shapes: activations ``(M, K)`` (tokens x features), weight codes ``(N, K)``
 8-bit activation quantization fused in. ``path`` picks a kernel path (``"reference"``,
 ``"avx2"``, ``"avx512-vnni"``; default: the fastest this CPU runs): every path
 gives the same numbers bit for bit (tests compare them).
+``prepare_codes`` is the numpy-free half of ``prepare`` (the engine's load imports no numpy).
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import numpy as np
+from array import array
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xtc.kernels import _lowbit
 
-_API_VERSION = 4  # of the C functions this module calls (API_VERSION in module.c)
+if TYPE_CHECKING:
+    import numpy as np
+
+_API_VERSION = 5  # of the C functions this module calls (API_VERSION in module.c)
 if getattr(_lowbit, "API_VERSION", 1) != _API_VERSION:
     raise ImportError(f"xtc's C kernels ({_lowbit.__file__}) are an older build than its Python code; rebuild them: "
                       "pip install -e . (or python setup.py build_ext --inplace)")
@@ -79,23 +85,36 @@ class LowbitWeights:
         return self.neg.nbytes + (0 if self.nonzero is None else self.nonzero.nbytes) + self.colsum.nbytes
 
 
-def prepare(codes: np.ndarray, bits: int) -> LowbitWeights:
-    """int8 codes (N, K), {-1, +1} for ``bits=1`` or {-1, 0, +1} for ``bits=2`` -> the kernels' layout
-    (in C: at load, building it in numpy was most of a 3-layer engine's start)."""
+def prepare_codes(codes, n: int, k: int, bits: int) -> tuple[int, array, array | None, array]:
+    """A buffer of ``n * k`` int8 weight codes (rows of ``k``), {-1, +1} for ``bits=1`` or {-1, 0, +1} for
+    ``bits=2`` -> the kernels' layout, ``(padded_in_features, neg, nonzero, colsum)`` as flat arrays (uint64,
+    uint64 or None, int32; see ``LowbitWeights``). In C: building it in numpy was most of a 3-layer engine's
+    start."""
     if bits not in (1, 2):
         raise ValueError(f"bits must be 1 or 2, got {bits}")
+    lanes = -(-k // 4)
+    words = -(-n // _PANEL) * lanes
+    neg, nonzero = array("Q", bytes(8 * words)), None if bits == 1 else array("Q", bytes(8 * words))
+    colsum = array("i", bytes(4 * n))
+    if not _lowbit.prepare(codes, n, k, lanes * 4, neg, nonzero, colsum):
+        raise ValueError("binary codes must all be -1 or +1" if bits == 1 else "ternary codes must all be -1, 0 or +1")
+    return lanes * 4, neg, nonzero, colsum
+
+
+def prepare(codes: np.ndarray, bits: int) -> LowbitWeights:
+    """int8 codes (N, K), {-1, +1} for ``bits=1`` or {-1, 0, +1} for ``bits=2`` -> the kernels' layout."""
+    import numpy as np
+
     codes = np.asarray(codes)
     if codes.dtype.kind not in "iu" or (codes.dtype != np.int8 and codes.size and (codes.min() < -1 or codes.max() > 1)):
         raise ValueError(f"weight codes must be integers in -1..1, got {codes.dtype} values")  # before int8 wraps them
     codes = np.ascontiguousarray(codes, np.int8)
     n, k = codes.shape
-    words = (-(-n // _PANEL), -(-k // 4))
-    neg = np.empty(words, np.uint64)
-    nonzero = None if bits == 1 else np.empty(words, np.uint64)
-    colsum = np.empty(n, np.int32)
-    if not _lowbit.prepare(codes, n, k, words[1] * 4, neg, nonzero, colsum):
-        raise ValueError("binary codes must all be -1 or +1" if bits == 1 else "ternary codes must all be -1, 0 or +1")
-    return LowbitWeights(neg=neg, nonzero=nonzero, colsum=colsum, out_features=n, in_features=k)
+    kp, neg, nonzero, colsum = prepare_codes(codes, n, k, bits)
+    words = (-(-n // _PANEL), kp // 4)
+    return LowbitWeights(neg=np.frombuffer(neg, np.uint64).reshape(words),
+                         nonzero=None if nonzero is None else np.frombuffer(nonzero, np.uint64).reshape(words),
+                         colsum=np.frombuffer(colsum, np.int32), out_features=n, in_features=k)
 
 
 def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
@@ -105,6 +124,8 @@ def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
     Returns ``(a, scale)``: ``a`` uint8 (M rounded up to 6, padded_in_features) holding
     code + 128 (padding: code 0), ``scale`` float32 (M,).
     """
+    import numpy as np
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     assert x.ndim == 2, x.shape
     m, k = x.shape
@@ -117,6 +138,8 @@ def quantize_rows(x: np.ndarray, padded_in_features: int | None = None,
 
 def matmul_codes(q: np.ndarray, weights: LowbitWeights, path: str | None = None) -> np.ndarray:
     """``q @ codes.T`` for int8 activation codes q (M, K): the exact int32 accumulators."""
+    import numpy as np
+
     m, k = q.shape
     assert q.dtype == np.int8 and k == weights.in_features, (q.dtype, k, weights.in_features)
     a = np.full((-(-m // _MR) * _MR, weights.padded_in_features), 128, np.uint8)
@@ -135,6 +158,8 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
     across ``threads`` (default: ``get_num_threads()``). ``alpha``: float32, one weight scale
     (size 1) or one per output row (size N).
     """
+    import numpy as np
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     assert x.ndim == 2 and x.shape[1] == weights.in_features, (x.shape, weights.in_features)
     m = x.shape[0]
@@ -146,5 +171,5 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
     return y
 
 
-__all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "quantize_rows",
+__all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "prepare_codes", "quantize_rows",
            "set_num_threads", "threading"]

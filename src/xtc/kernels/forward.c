@@ -104,12 +104,21 @@ static float half_to_float(uint16_t h) { /* exact */
     return v.f;
 }
 
-/* row `id` of the word table, decoded into out [E] */
-static void word_row(const xtc_model *m, int64_t id, float *out) {
-    const uint8_t *row = (const uint8_t *)m->word + id * m->word_row_bytes;
-    const float s = m->word_scale ? m->word_scale[m->word_scale_per_row ? id : 0] : 1.0f;
-    const int64_t E = m->E;
-    switch (m->word_kind) {
+/* code j of a packed row of a low-bit kind: binary +-1 (bit set: +1); ternary2 0b00 0, 0b01 +1, 0b10 -1;
+ * trits: base-3 digit j % 5 of byte j / 5, minus 1 (packed/SPEC.md) */
+static inline int packed_code(int kind, const uint8_t *row, int64_t j) {
+    if (kind == WORD_BINARY) return (row[j / 8] >> (j % 8)) & 1 ? 1 : -1;
+    if (kind == WORD_TERNARY2) {
+        const int code = (row[j / 4] >> (2 * (j % 4))) & 3;
+        return code == 2 ? -1 : code;
+    }
+    int v = row[j / 5];
+    for (int64_t t = j % 5; t; t--) v /= 3;
+    return v % 3 - 1;
+}
+
+void xtc_decode_row(int kind, const uint8_t *row, int64_t E, float s, float *out) {
+    switch (kind) {
     case WORD_FP32: memcpy(out, row, (size_t)E * sizeof(float)); return;
     case WORD_FP16:
         for (int64_t j = 0; j < E; j++) {
@@ -118,25 +127,23 @@ static void word_row(const xtc_model *m, int64_t id, float *out) {
             out[j] = half_to_float(h);
         }
         return;
-    case WORD_BINARY:
-        for (int64_t j = 0; j < E; j++) out[j] = (row[j / 8] >> (j % 8)) & 1 ? s : -s; /* (+-1) * s, exactly */
-        return;
-    case WORD_TERNARY2:
-        for (int64_t j = 0; j < E; j++) {
-            const int code = (row[j / 4] >> (2 * (j % 4))) & 3;
-            out[j] = (float)(code == 2 ? -1 : code) * s;
-        }
-        return;
-    case WORD_TRITS:
-        for (int64_t j = 0; j < E; j++) {
-            int v = row[j / 5];
-            for (int64_t t = j % 5; t; t--) v /= 3;
-            out[j] = (float)(v % 3 - 1) * s;
-        }
-        return;
-    default: /* WORD_INT8 */
+    case WORD_INT8:
         for (int64_t j = 0; j < E; j++) out[j] = (float)(int8_t)row[j] * s;
+        return;
+    default: /* code * s: exact */
+        for (int64_t j = 0; j < E; j++) out[j] = (float)packed_code(kind, row, j) * s;
     }
+}
+
+void xtc_decode_codes(int kind, const uint8_t *rows, int64_t n, int64_t row_bytes, int64_t cols, int8_t *out) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < cols; j++) out[i * cols + j] = (int8_t)packed_code(kind, rows + i * row_bytes, j);
+}
+
+/* row `id` of the word table, decoded into out [E] */
+static void word_row(const xtc_model *m, int64_t id, float *out) {
+    const float s = m->word_scale ? m->word_scale[m->word_scale_per_row ? id : 0] : 1.0f;
+    xtc_decode_row(m->word_kind, (const uint8_t *)m->word + id * m->word_row_bytes, m->E, s, out);
 }
 
 /* ---- the float ops, built once per path ------------------------------------------------------------ */

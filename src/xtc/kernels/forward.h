@@ -65,4 +65,11 @@ typedef struct {
 int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions, const int64_t *types,
                 const int64_t *mask, int64_t B, int64_t T, float *logits, int path, int threads);
 
+/* One stored row of E values of a kind (WORD_*), times s for the scaled kinds, into out [E]: how the word
+ * table is looked up, and how the engine decodes the other stored tensors at load. */
+void xtc_decode_row(int kind, const uint8_t *row, int64_t E, float s, float *out);
+/* n packed rows (row_bytes apart) of a low-bit kind (WORD_BINARY, WORD_TERNARY2, WORD_TRITS) -> their int8
+ * codes out [n, cols] (ternary2's invalid code 0b11 gives 3, which xtc_prepare_weights refuses) */
+void xtc_decode_codes(int kind, const uint8_t *rows, int64_t n, int64_t row_bytes, int64_t cols, int8_t *out);
+
 #endif

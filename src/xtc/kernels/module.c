@@ -186,6 +186,54 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     return PyBool_FromLong(status == 0);
 }
 
+/* ---- decoding stored tensors (the engine's load, without numpy) ------------------------------------------ */
+
+/* the bytes a stored row of `cols` values of a kind (WORD_*) holds, or -1 for a kind out of range */
+static long long row_bytes_of(int kind, long long cols) {
+    const long long needs[] = {4 * cols, 2 * cols, (cols + 7) / 8, (cols + 3) / 4, (cols + 4) / 5, cols};
+    return kind < WORD_FP32 || kind > WORD_INT8 ? -1 : needs[kind];
+}
+
+/* decode(kind, rows_buffer, n, cols, scale|None, out): n stored rows -> float32 out [n, cols]; scale: [1] or
+ * [n] float32 for the scaled kinds */
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    PyObject *ro, *so, *oo;
+    long long n, cols;
+    int kind;
+    if (!PyArg_ParseTuple(args, "iOLLOO", &kind, &ro, &n, &cols, &so, &oo)) return NULL;
+    const long long rb = row_bytes_of(kind, cols);
+    if (rb < 0 || n < 0 || cols < 0) return PyErr_Format(PyExc_ValueError, "bad kind or shape");
+    const Py_ssize_t scales = so == Py_None ? 0 : PyObject_Length(so);
+    if (scales < 0) return NULL;
+    if (so != Py_None && scales != 1 && scales != n) return PyErr_Format(PyExc_ValueError, "scale: 1 or n values");
+    held_buffers h = {.held = 0};
+    int ok = 1;
+    const uint8_t *rows = take(&h, ro, 1, n * rb, 0, "rows", &ok);
+    const float *scale = take(&h, so, 4, scales, 0, "scale", &ok);
+    float *out = take(&h, oo, 4, n * cols, 1, "out", &ok);
+    if (ok)
+        for (long long i = 0; i < n; i++)
+            xtc_decode_row(kind, rows + i * rb, cols, scale ? scale[scales == 1 ? 0 : i] : 1.0f, out + i * cols);
+    return finish(&h, ok, 0);
+}
+
+/* decode_codes(kind, rows_buffer, n, cols, out): n packed rows of a low-bit kind -> int8 codes out [n, cols] */
+static PyObject *py_decode_codes(PyObject *self, PyObject *args) {
+    PyObject *ro, *oo;
+    long long n, cols;
+    int kind;
+    if (!PyArg_ParseTuple(args, "iOLLO", &kind, &ro, &n, &cols, &oo)) return NULL;
+    if (kind < WORD_BINARY || kind > WORD_TRITS || n < 0 || cols < 0)
+        return PyErr_Format(PyExc_ValueError, "bad kind or shape");
+    const long long rb = row_bytes_of(kind, cols);
+    held_buffers h = {.held = 0};
+    int ok = 1;
+    const uint8_t *rows = take(&h, ro, 1, n * rb, 0, "rows", &ok);
+    int8_t *out = take(&h, oo, 1, n * cols, 1, "out", &ok);
+    if (ok) xtc_decode_codes(kind, rows, n, rb, cols, out);
+    return finish(&h, ok, 0);
+}
+
 /* ---- the whole forward (forward.h) ---------------------------------------------------------------------
  * model(spec) -> a capsule holding an xtc_model whose pointers are views of the spec's arrays (held,
  * so the arrays live as long as the capsule); forward(model, ids, positions, types, mask, B, T, logits,
@@ -270,10 +318,9 @@ static PyObject *py_model(PyObject *self, PyObject *args) {
         PyTuple_GET_SIZE(layers) != L || word_kind < WORD_FP32 || word_kind > WORD_INT8 || act < ACT_GELU ||
         act > ACT_TANH || pool_act < ACT_GELU || pool_act > ACT_TANH)
         return PyErr_Format(PyExc_ValueError, "bad model geometry");
-    /* the bytes word_row (forward.c) reads of a row of E values, by kind */
-    const long long row_needs[] = {4 * E, 2 * E, (E + 7) / 8, (E + 3) / 4, (E + 4) / 5, E};
-    if (row_bytes < row_needs[word_kind]) return PyErr_Format(PyExc_ValueError, "word rows of %lld bytes hold "
-                                                              "fewer than %lld values", row_bytes, E);
+    /* the bytes word_row (forward.c) reads of a row of E values */
+    if (row_bytes < row_bytes_of(word_kind, E)) return PyErr_Format(PyExc_ValueError, "word rows of %lld bytes hold "
+                                                                      "fewer than %lld values", row_bytes, E);
     model_holder *h = calloc(1, sizeof *h);
     if (!h) return PyErr_NoMemory();
     h->cap = (int)(32 + 40 * L); /* buffers held: at most 21 outside the layers (6 tables, 3 Linears of 5)
@@ -383,6 +430,8 @@ static PyMethodDef methods[] = {
     {"prepare", py_prepare, METH_VARARGS,
      "prepare(codes, N, K, Kp, neg, nonzero, colsum): weight codes into the kernels' layout; False on a bad code"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(a, M, Kp, neg, nonzero, colsum, N, acc, path, threads): int32 products"},
+    {"decode", py_decode, METH_VARARGS, "decode(kind, rows, n, cols, scale, out): stored rows -> float32"},
+    {"decode_codes", py_decode_codes, METH_VARARGS, "decode_codes(kind, rows, n, cols, out): packed rows -> int8 codes"},
     {"model", py_model, METH_VARARGS, "model(spec): a capsule for forward (the spec: xtc.engine)"},
     {"forward", py_forward, METH_VARARGS,
      "forward(model, ids, positions, types, mask, B, T, logits, path, threads): the whole encoder forward"},
@@ -395,7 +444,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, .m_name = "_lowbit", .m_doc = "xtc low-bit kernels", .m_size = -1, .m_methods = methods};
 
 /* Bumped whenever the functions above change: xtc.kernels refuses a build older than its Python side. */
-#define API_VERSION 4
+#define API_VERSION 5
 
 PyMODINIT_FUNC PyInit__lowbit(void) {
     PyObject *m = PyModule_Create(&module);

@@ -8,8 +8,9 @@ byte ``j // per_byte`` at position ``j % per_byte``.
 
 import numpy as np
 
+from xtc.packed.layout import MAX_TRIT_BYTE
+
 TERNARY2_CODE = {0: 0b00, 1: 0b01, -1: 0b10}  # 0b11 is invalid
-MAX_TRIT_BYTE = 3**5 - 1  # 242: five trits
 
 
 def pack_signs(signs: np.ndarray) -> np.ndarray:

@@ -8,21 +8,26 @@ report and the runtime go through ``CODECS``; adding an encoding is adding a cod
 A logical tensor of shape ``shape`` is ``rows = shape[0]`` rows of
 ``cols = prod(shape[1:])`` values. Scales are float32 ``(1, 1)`` (one per tensor),
 ``(rows, 1)`` (per row) or ``(rows, ceil(cols / group_size))`` (per group).
+
+Reading and checking a file needs no numpy (the engine's start): stored tensors are checked as the raw
+bytes the file holds, with byte-table scans (``bytes.translate``, C speed). Encoding and decoding (export,
+the torch runtime) work on numpy arrays, imported when used.
 """
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
+from xtc.packed.layout import MAX_TRIT_BYTE
 
-from xtc.packed import bits as packing
+if TYPE_CHECKING:  # types only: the engine reads packed files without numpy or pydantic's schemas (import time)
+    import numpy as np
 
-if TYPE_CHECKING:  # a type only: the engine reads packed files without loading pydantic's schemas (import time)
     from xtc.quant.config import QuantSpec
 
 SCALE = ".scale"
 MAX_SCALE = 65504.0  # the largest float16
+_MAX_SCALE_BITS, _MINUS_ZERO = 0x477FE000, 0x80000000  # of MAX_SCALE and of -0.0 as float32
 
 
 def _rows_cols(entry: dict) -> tuple[int, int]:
@@ -40,11 +45,37 @@ def scale_shape(entry: dict) -> tuple[int, int]:
     return (rows, 1)  # "row", and int8_row tensors rounded at export (no granularity recorded)
 
 
-def _expanded(scale: np.ndarray, entry: dict) -> np.ndarray:
+def _expanded(scale: "np.ndarray", entry: dict) -> "np.ndarray":
     """Scales ``(1|rows, 1|groups)`` broadcastable against ``(rows, cols)``."""
+    import numpy as np
+
     if entry.get("granularity") != "group":
         return scale
     return np.repeat(scale, entry["group_size"], axis=1)[:, :_rows_cols(entry)[1]]
+
+
+def _raw(tensor) -> bytes:
+    """The bytes of a stored tensor: as read (bytes), or a numpy array about to be written."""
+    return tensor if isinstance(tensor, (bytes, bytearray)) else memoryview(tensor).tobytes()
+
+
+def _deleting_all_but(bad) -> bytes:
+    """A ``bytes.translate`` deletion table: what is left of ``data.translate(None, table)`` is its bad bytes."""
+    bad = set(bad)
+    return bytes(b for b in range(256) if b not in bad)
+
+
+# float16: exponent bits all set (inf, NaN) <=> the high byte (little-endian: the second) has 0x7c set
+_FP16_NOT_FINITE = _deleting_all_but(b for b in range(256) if b & 0x7C == 0x7C)
+# float32: exponent all set needs 0x7f in the high byte: a cheap first scan; the rare hit is checked exactly
+_FP32_HUGE_OR_NOT_FINITE = _deleting_all_but(b for b in range(256) if b & 0x7F == 0x7F)
+
+
+def _finite(raw: bytes, dtype: str) -> bool:
+    if dtype == "float16":
+        return not raw[1::2].translate(None, _FP16_NOT_FINITE)
+    return (not raw[3::4].translate(None, _FP32_HUGE_OR_NOT_FINITE)
+            or all(math.isfinite(v) for v in memoryview(raw).cast("f")))
 
 
 @dataclass(frozen=True)
@@ -52,25 +83,28 @@ class Codec:
     """Stores float tensors as themselves (fp16, fp32)."""
 
     name: str
-    dtype: type = np.float32
+    dtype: str = "float32"  # numpy's name of the stored dtype
 
-    def stored(self, entry: dict) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    def stored(self, entry: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Suffix ("" = the logical name) -> (dtype, shape) of each stored tensor."""
-        return {"": (np.dtype(self.dtype), tuple(entry["shape"]))}
+        return {"": (self.dtype, tuple(entry["shape"]))}
 
-    def invalid(self, tensors: dict[str, np.ndarray]) -> str | None:
-        """Why stored tensors (by suffix, dtypes and shapes already checked) are not valid, or None."""
-        values = tensors[""]
-        return None if np.isfinite(values).all() else "holds NaN or infinite values"
+    def invalid(self, tensors: dict) -> str | None:
+        """Why stored tensors (by suffix: bytes, or numpy arrays; dtypes and shapes already checked) are not
+        valid, or None."""
+        return None if _finite(_raw(tensors[""]), self.dtype) else "holds NaN or infinite values"
 
-    def encode(self, values: np.ndarray) -> dict[str, np.ndarray]:
+    def encode(self, values: "np.ndarray") -> dict[str, "np.ndarray"]:
         return {"": values.astype(self.dtype)}
 
-    def decode(self, tensors: dict[str, np.ndarray], entry: dict) -> np.ndarray:
-        return tensors[""].astype(np.float32)
+    def decode(self, tensors: dict[str, "np.ndarray"], entry: dict) -> "np.ndarray":
+        return tensors[""].astype("float32")
 
     def nbytes(self, entry: dict) -> int:
-        return sum(math.prod(shape) * dtype.itemsize for dtype, shape in self.stored(entry).values())
+        return sum(math.prod(shape) * _ITEMSIZE[dtype] for dtype, shape in self.stored(entry).values())
+
+
+_ITEMSIZE = {"float32": 4, "float16": 2, "uint8": 1, "int8": 1}
 
 
 @dataclass(frozen=True)
@@ -79,31 +113,37 @@ class ScaledCodec(Codec):
 
     suffix: str = ""
 
-    def stored(self, entry: dict) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-        return {self.suffix: (np.dtype(self.dtype), self.codes_shape(entry)),
-                SCALE: (np.dtype(np.float32), scale_shape(entry))}
+    def stored(self, entry: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {self.suffix: (self.dtype, self.codes_shape(entry)), SCALE: ("float32", scale_shape(entry))}
 
     def codes_shape(self, entry: dict) -> tuple[int, int]:
         return _rows_cols(entry)
 
-    def invalid(self, tensors: dict[str, np.ndarray]) -> str | None:
-        scale = tensors[SCALE]
+    def invalid(self, tensors: dict) -> str | None:
         # a scale is a mean or max of |weight|: >= 0, and within float16's range like every kept tensor
-        return None if ((scale >= 0) & (scale <= MAX_SCALE)).all() else f"has scales outside [0, {MAX_SCALE}]"
+        # (the comparison also refuses NaN)
+        # (by their bits: a float32 in [0, MAX_SCALE] is one whose bits, read as an integer, are at most
+        # _MAX_SCALE_BITS; NaNs and negatives are above, but for -0.0)
+        bits = memoryview(_raw(tensors[SCALE])).cast("I")
+        if max(bits, default=0) <= _MAX_SCALE_BITS or all(b <= _MAX_SCALE_BITS or b == _MINUS_ZERO for b in bits):
+            return None
+        return f"has scales outside [0, {MAX_SCALE}]"
 
-    def encode(self, codes: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+    def encode(self, codes: "np.ndarray", scale: "np.ndarray") -> dict[str, "np.ndarray"]:
         """int8 codes ``(rows, cols)`` and float32 scales ``(1|rows, 1|groups)`` -> stored tensors by suffix."""
+        import numpy as np
+
         return {self.suffix: self.pack(codes), SCALE: np.ascontiguousarray(scale, dtype=np.float32)}
 
-    def pack(self, codes: np.ndarray) -> np.ndarray:
-        return codes.astype(np.int8)
+    def pack(self, codes: "np.ndarray") -> "np.ndarray":
+        return codes.astype("int8")
 
-    def codes(self, tensors: dict[str, np.ndarray], entry: dict) -> np.ndarray:
+    def codes(self, tensors: dict[str, "np.ndarray"], entry: dict) -> "np.ndarray":
         """The int8 codes ``(rows, cols)``."""
         return tensors[self.suffix]
 
-    def decode(self, tensors: dict[str, np.ndarray], entry: dict) -> np.ndarray:
-        values = self.codes(tensors, entry).astype(np.float32) * _expanded(tensors[SCALE], entry)
+    def decode(self, tensors: dict[str, "np.ndarray"], entry: dict) -> "np.ndarray":
+        values = self.codes(tensors, entry).astype("float32") * _expanded(tensors[SCALE], entry)
         return values.reshape(entry["shape"])
 
 
@@ -112,44 +152,48 @@ class LowBitCodec(ScaledCodec):
     """1- and 2-bit codes packed ``per_byte`` to a byte, each row on its own (``packed.bits``)."""
 
     per_byte: int = 8
-    packer: Callable[[np.ndarray], np.ndarray] | None = None
-    unpacker: Callable[[np.ndarray, int], np.ndarray] | None = None
-    bad_byte: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 -> bool: bytes no code decodes from
+    packing: str = ""  # packed.bits' pack_{packing} and unpack_{packing}
+    bad_bytes: bytes = b""  # byte values no code decodes from, as a bytes.translate deletion table of the others
     bad_byte_reason: str = ""
 
     def codes_shape(self, entry: dict) -> tuple[int, int]:
         rows, cols = _rows_cols(entry)
         return (rows, math.ceil(cols / self.per_byte))
 
-    def invalid(self, tensors: dict[str, np.ndarray]) -> str | None:
-        if self.bad_byte is not None and self.bad_byte(tensors[self.suffix]).any():
+    def invalid(self, tensors: dict) -> str | None:
+        if self.bad_bytes and _raw(tensors[self.suffix]).translate(None, self.bad_bytes):
             return f"{self.suffix.lstrip('.')} holds {self.bad_byte_reason}"
         return super().invalid(tensors)
 
-    def pack(self, codes: np.ndarray) -> np.ndarray:
-        return self.packer(codes)
+    def pack(self, codes: "np.ndarray") -> "np.ndarray":
+        from xtc.packed import bits
 
-    def packed(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        return getattr(bits, f"pack_{self.packing}")(codes)
+
+    def packed(self, tensors: dict[str, "np.ndarray"]) -> "np.ndarray":
         """The packed code bytes ``(rows, ceil(cols / per_byte))``, as stored."""
         return tensors[self.suffix]
 
-    def codes(self, tensors: dict[str, np.ndarray], entry: dict) -> np.ndarray:
-        return self.unpacker(tensors[self.suffix], _rows_cols(entry)[1])
+    def unpack(self, packed: "np.ndarray", cols: int) -> "np.ndarray":
+        """Packed code bytes ``(rows, ceil(cols / per_byte))`` -> int8 codes ``(rows, cols)``."""
+        from xtc.packed import bits
 
+        return getattr(bits, f"unpack_{self.packing}")(packed, cols)
 
-def _has_code_3(packed: np.ndarray) -> np.ndarray:
-    return ((packed[..., None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 3
+    def codes(self, tensors: dict[str, "np.ndarray"], entry: dict) -> "np.ndarray":
+        return self.unpack(tensors[self.suffix], _rows_cols(entry)[1])
 
 
 CODECS: dict[str, Codec] = {c.name: c for c in (
-    LowBitCodec("binary", np.uint8, ".bits", 8, packing.pack_signs, packing.unpack_signs),
-    LowBitCodec("ternary2", np.uint8, ".codes2", 4, packing.pack_ternary2, packing.unpack_ternary2,
-                _has_code_3, "the invalid ternary code 0b11"),
-    LowBitCodec("ternary_base3", np.uint8, ".trits", 5, packing.pack_trits, packing.unpack_trits,
-                lambda b: b > packing.MAX_TRIT_BYTE, f"a byte above {packing.MAX_TRIT_BYTE}"),
-    ScaledCodec("int8_row", np.int8, ".int8"),
-    Codec("fp16", np.float16),
-    Codec("fp32", np.float32),
+    LowBitCodec("binary", "uint8", ".bits", 8, "signs"),
+    LowBitCodec("ternary2", "uint8", ".codes2", 4, "ternary2",
+                _deleting_all_but(b for b in range(256) if any((b >> s) & 3 == 3 for s in (0, 2, 4, 6))),
+                "the invalid ternary code 0b11"),
+    LowBitCodec("ternary_base3", "uint8", ".trits", 5, "trits", _deleting_all_but(range(MAX_TRIT_BYTE + 1, 256)),
+                f"a byte above {MAX_TRIT_BYTE}"),
+    ScaledCodec("int8_row", "int8", ".int8"),
+    Codec("fp16", "float16"),
+    Codec("fp32", "float32"),
 )}
 LOW_BIT = tuple(name for name, c in CODECS.items() if isinstance(c, LowBitCodec))
 TERNARY_PACKINGS = ("ternary2", "ternary_base3")

@@ -10,3 +10,5 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 META_FORMAT = "xtc_format"
 META_VERSION = "xtc_format_version"
 META_HEADER = "xtc_header"
+
+MAX_TRIT_BYTE = 3**5 - 1  # 242: five trits, the largest byte of the ternary_base3 encoding

@@ -4,29 +4,42 @@ Only the safetensors parser touches the file; nothing is unpickled or executed.
 Every problem is one ``XtcError`` naming the file and what is wrong. The header is
 validated against its schema (``packed.header``), every stored tensor through its
 encoding's codec (names, dtypes, shapes, invalid codes, NaN), and its bytes against
-the header's SHA-256 (version 2 files).
+the header's SHA-256 (version 2 files). Reading needs no numpy (the engine's start);
+``PackedModel.stored`` gives the tensors as numpy arrays to the code that computes with them.
 """
+
+from __future__ import annotations
 
 import hashlib
 import json
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError, deserialize
 
 from xtc.errors import XtcError
 from xtc.packed.codecs import CODECS, LOW_BIT, Codec
 from xtc.packed.header import HeaderError, validate_header
+if TYPE_CHECKING:
+    import numpy as np
+
 from xtc.packed.layout import FORMAT, FORMAT_VERSION, META_FORMAT, META_HEADER, META_VERSION, READABLE_VERSIONS, WEIGHTS_FILE
+
+
+# safetensors' dtype names -> numpy's (the codecs'): those an xtc file stores, and others to name in errors
+_DTYPES = {"F32": "float32", "F16": "float16", "U8": "uint8", "I8": "int8", "BF16": "bfloat16", "F64": "float64",
+           "I16": "int16", "I32": "int32", "I64": "int64", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+           "BOOL": "bool"}
 
 
 @dataclass
 class PackedModel:
     folder: Path
     header: dict  # validated (packed.header): every tensor entry has every field
-    stored: dict[str, np.ndarray]  # stored tensors by their on-disk name
+    raw: dict[str, bytearray]  # stored tensors by their on-disk name: the file's bytes (dtypes, shapes: the codecs')
     version: str = FORMAT_VERSION
 
     def entry(self, name: str) -> dict:
@@ -34,6 +47,19 @@ class PackedModel:
 
     def codec(self, name: str) -> Codec:
         return CODECS[self.entry(name)["encoding"]]
+
+    def raw_of(self, name: str) -> dict[str, bytearray]:
+        """The bytes of one logical tensor's stored tensors, by suffix."""
+        return {suffix: self.raw[name + suffix] for suffix in self.codec(name).stored(self.entry(name))}
+
+    @cached_property
+    def stored(self) -> dict[str, np.ndarray]:
+        """The stored tensors as numpy arrays (views of ``raw``), by on-disk name."""
+        import numpy as np
+
+        return {name + suffix: np.frombuffer(self.raw[name + suffix], dtype).reshape(shape)
+                for name, entry in self.header["tensors"].items()
+                for suffix, (dtype, shape) in CODECS[entry["encoding"]].stored(entry).items()}
 
     def tensors_of(self, name: str) -> dict[str, np.ndarray]:
         """The stored tensors of one logical tensor, by suffix."""
@@ -66,11 +92,14 @@ def read_packed(folder: str | Path) -> PackedModel:
     if not path.is_file():
         raise XtcError(f"{folder}: not a packed model folder (no {WEIGHTS_FILE}); export one with xtc export")
     try:
-        with safe_open(path, "np") as f:
-            metadata = f.metadata() or {}
-            stored = {k: f.get_tensor(k) for k in f.keys()}
+        data = path.read_bytes()
+        stored = {name: (_DTYPES.get(t["dtype"], t["dtype"]), tuple(t["shape"]), t["data"])
+                  for name, t in deserialize(data)}
+        # the safetensors header (its layout checked by deserialize): 8 bytes of length, then JSON
+        metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise XtcError(f"{path}: not a readable safetensors file (truncated or corrupted?): {e}") from None
+    del data
     if metadata.get(META_FORMAT) != FORMAT:
         raise XtcError(f"{path}: not an xtc packed model (metadata {META_FORMAT} is {metadata.get(META_FORMAT)!r})")
     version = metadata.get(META_VERSION)
@@ -83,7 +112,7 @@ def read_packed(folder: str | Path) -> PackedModel:
     if version == "1":
         warnings.warn(f"{path}: a version 1 file: its tensors carry no checksums (re-export it to add them)",
                       stacklevel=2)
-    return PackedModel(folder, header, stored, version)
+    return PackedModel(folder, header, {name: data for name, (_, _, data) in stored.items()}, version)
 
 
 def _validated_header(path: Path, text: str, version: str) -> dict:
@@ -123,7 +152,8 @@ def _v1_entry(name: str, entry, quant) -> dict:
     return {**entry, "act_bits": act_bits, "act_mode": rule.act_mode if act_bits else None}
 
 
-def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> None:
+def _check_tensors(path: Path, header: dict, stored: dict[str, tuple[str, tuple, bytearray]]) -> None:
+    """``stored``: on-disk name -> (dtype, shape, bytes), as the file holds it."""
     owned, digests = set(), header["tensor_sha256"]  # no digests: a version 1 file
     for name, entry in header["tensors"].items():
         codec = CODECS[entry["encoding"]]
@@ -132,10 +162,10 @@ def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> N
             key = name + suffix
             if key not in stored:
                 raise XtcError(f"{path}: tensor {key} is missing")
-            if stored[key].dtype != dtype or stored[key].shape != shape:
-                raise XtcError(f"{path}: tensor {key} is {stored[key].dtype}{list(stored[key].shape)}, "
+            if stored[key][:2] != (dtype, shape):
+                raise XtcError(f"{path}: tensor {key} is {stored[key][0]}{list(stored[key][1])}, "
                                f"expected {dtype}{list(shape)}")
-            tensors[suffix] = stored[key]
+            tensors[suffix] = stored[key][2]
             owned.add(key)
         for suffix, array in tensors.items():
             if digests and digests.get(name + suffix) != _sha256(array):
@@ -148,8 +178,10 @@ def _check_tensors(path: Path, header: dict, stored: dict[str, np.ndarray]) -> N
         raise XtcError(f"{path}: tensor {extra[0]} belongs to no header entry")
 
 
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+def _sha256(tensor) -> str:
+    """Of a stored tensor's bytes: as read (bytes), or a numpy array about to be written (in C order)."""
+    view = memoryview(tensor)
+    return hashlib.sha256(view if view.c_contiguous else view.tobytes()).hexdigest()
 
 
 def tensor_digests(tensors: dict[str, np.ndarray]) -> dict[str, str]:
