@@ -9,9 +9,15 @@ stage folder and by the engine on the packed folder, both at 128 tokens, one row
 Per model: the dev metric of each, their difference, the share of rows whose predictions differ, and the
 logit difference relative to the row's largest |logit| (its maximum and the share of rows above 1e-3) and to
 the largest |logit| of the dev set.
+
+A control: the same fake-quant model run in float64 (the same weights, codes and rules; only the float
+arithmetic is exact-er) against itself in float32, with the same measures. It shows how far the model's own
+logits move when only the float rounding changes: an 8-bit activation code on a rounding boundary flips in it
+too, so no float32 implementation that does not repeat torch's order of operations could do much better.
 """
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -49,25 +55,31 @@ def compare(stage: Path, glue_dir: Path, scratch: Path) -> dict:
     write_packed(fake, packed, tokenizer)
     engine = Engine.load(packed)
     examples = load_examples(task, "dev", glue_dir)
-    ours, theirs = [], []
+    fake64 = copy.deepcopy(fake).double()
+    ours, theirs, exact = [], [], []
     with torch.no_grad():
         for e in examples:
             batch = tokenizer(*e.texts, truncation=True, max_length=TOKENS, return_tensors="pt")
             theirs.append(fake(**batch).logits[0].numpy())
+            exact.append(fake64(**batch).logits[0].numpy())
             ours.append(engine.logits(**{k: v.numpy() for k, v in batch.items()})[0])
-    ours, theirs = np.array(ours), np.array(theirs)
-    relative = np.abs(ours - theirs).max(axis=1) / np.abs(theirs).max(axis=1)
+    ours, theirs, exact = np.array(ours), np.array(theirs), np.array(exact)
     pick = (lambda z: z[:, 0]) if task.is_regression else (lambda z: z.argmax(1))
     labels = [e.label for e in examples]
-    metric = {name: compute_metrics(task, pick(z), labels)["score"] * 100 for name, z in (("fake", theirs), ("engine", ours))}
-    return {"stage": str(stage), "task": task.name, "rows": len(examples),
-            "fake_quant": round(metric["fake"], 2), "engine": round(metric["engine"], 2),
-            "difference": round(metric["engine"] - metric["fake"], 2),
+    metric = {name: compute_metrics(task, pick(z), labels)["score"] * 100
+              for name, z in (("fake", theirs), ("engine", ours), ("float64", exact))}
+
+    def differences(other: np.ndarray, name: str) -> dict:
+        relative = np.abs(other - theirs).max(axis=1) / np.abs(theirs).max(axis=1)
+        return {name: round(metric[name], 2), "difference": round(metric[name] - metric["fake"], 2),
+                "predictions_differ": float(np.mean(pick(other) != pick(theirs))) if not task.is_regression else None,
+                "max_relative_logit_difference": float(relative.max()),
+                "max_logit_difference_over_largest": float(np.abs(other - theirs).max() / np.abs(theirs).max()),
+                "rows_above_1e-3": float(np.mean(relative > 1e-3))}
+
+    return {"stage": str(stage), "task": task.name, "rows": len(examples), "fake_quant": round(metric["fake"], 2),
             "recorded": round(json.loads((stage / "metrics.json").read_text())["dev"]["dev"]["score"] * 100, 2),
-            "predictions_differ": float(np.mean(pick(ours) != pick(theirs))) if not task.is_regression else None,
-            "max_relative_logit_difference": float(relative.max()),
-            "max_logit_difference_over_largest": float(np.abs(ours - theirs).max() / np.abs(theirs).max()),
-            "rows_above_1e-3": float(np.mean(relative > 1e-3))}
+            **differences(ours, "engine"), "float64_control": differences(exact, "float64")}
 
 
 def table(rows: list[dict], command: str) -> str:
@@ -76,16 +88,20 @@ def table(rows: list[dict], command: str) -> str:
              "(MCC for CoLA, mean of Pearson and Spearman for STS-B); `recorded` is the stage's metrics.json "
              "(batched, padded). Relative logit difference: max |engine - fake| over a row's logits / the row's max |fake|; "
              "the last column divides the largest difference by the largest |fake| logit of the whole dev set. A study "
-             "cell's settings are in its study's results.jsonl, under the same name.",
+             "cell's settings are in its study's results.jsonl, under the same name. The float64 columns: the same "
+             "fake-quant model run in float64 against itself in float32 (the control in the docstring).",
              "", "| stage | task | rows | recorded | fake-quant | engine | engine - fake | predictions differ | "
-             "max rel. logit diff | rows > 1e-3 | max diff / largest dev logit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "max rel. logit diff | rows > 1e-3 | max diff / largest dev logit | float64 - fake | float64: rows > 1e-3 | "
+             "float64: max diff / largest dev logit |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        c = r["float64_control"]
         differ = "-" if r["predictions_differ"] is None else f"{100 * r['predictions_differ']:.2f}%"
         name = Path(r["stage"]).parent.name  # a study cell: its settings, cut, and the hash that tells them apart
         lines.append(f"| {name if len(name) <= 60 else name[:48] + '...' + name[-9:]} | {r['task']} | {r['rows']} | {r['recorded']:.2f} | "
                      f"{r['fake_quant']:.2f} | {r['engine']:.2f} | {r['difference']:+.2f} | {differ} | "
                      f"{r['max_relative_logit_difference']:.1e} | {100 * r['rows_above_1e-3']:.1f}% | "
-                     f"{r['max_logit_difference_over_largest']:.1e} |")
+                     f"{r['max_logit_difference_over_largest']:.1e} | {c['difference']:+.2f} | "
+                     f"{100 * c['rows_above_1e-3']:.1f}% | {c['max_logit_difference_over_largest']:.1e} |")
     return "\n".join(lines) + "\n"
 
 

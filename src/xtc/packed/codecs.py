@@ -54,8 +54,8 @@ def _expanded(scale: "np.ndarray", entry: dict) -> "np.ndarray":
     return np.repeat(scale, entry["group_size"], axis=1)[:, :_rows_cols(entry)[1]]
 
 
-def _raw(tensor) -> bytes:
-    """The bytes of a stored tensor: as read (bytes), or a numpy array about to be written."""
+def _raw(tensor) -> bytes | bytearray:
+    """The bytes of a stored tensor: as read, or of a numpy array about to be written."""
     return tensor if isinstance(tensor, (bytes, bytearray)) else memoryview(tensor).tobytes()
 
 
@@ -120,10 +120,9 @@ class ScaledCodec(Codec):
         return _rows_cols(entry)
 
     def invalid(self, tensors: dict) -> str | None:
-        # a scale is a mean or max of |weight|: >= 0, and within float16's range like every kept tensor
-        # (the comparison also refuses NaN)
-        # (by their bits: a float32 in [0, MAX_SCALE] is one whose bits, read as an integer, are at most
-        # _MAX_SCALE_BITS; NaNs and negatives are above, but for -0.0)
+        # a scale is a mean or max of |weight|: >= 0, and within float16's range like every kept tensor. Checked
+        # by its bits: a float32 in [0, MAX_SCALE] is one whose bits, read as an integer, are at most
+        # _MAX_SCALE_BITS; NaNs and negatives are above (but -0.0, which is >= 0)
         bits = memoryview(_raw(tensors[SCALE])).cast("I")
         if max(bits, default=0) <= _MAX_SCALE_BITS or all(b <= _MAX_SCALE_BITS or b == _MINUS_ZERO for b in bits):
             return None
