@@ -77,32 +77,31 @@ class Engine:
         z = self.sizes
         return z["max_pos"] - (self.config["pad_token_id"] + 1 if self.arch.positions_after_padding else 0)
 
-    def _stored(self, name: str) -> tuple[dict, int, int, int, dict]:
-        """One logical tensor's entry, its encoding's kind (WORD_*), rows, values per row, stored bytes by suffix."""
+    def _stored(self, name: str) -> tuple[dict, int, int, int, bytearray, memoryview | None]:
+        """One logical tensor as the file stores it: its entry, its encoding's kind (WORD_*), rows, values per
+        row, the bytes of its values or codes, and its float32 scales (None: a kept tensor)."""
         entry = self._packed.entry(name)
         if entry.get("granularity") == "group":
             raise XtcError(f"{self.folder}: {name}: the engine runs one scale per matrix or row, not per group")
-        shape = entry["shape"]
-        return entry, _WORD_KINDS[entry["encoding"]], shape[0], math.prod(shape[1:]), self._packed.raw_of(name)
+        shape, raw = entry["shape"], self._packed.raw_of(name)
+        scale = memoryview(raw[SCALE]).cast("f") if SCALE in raw else None
+        data = raw[self._packed.codec(name).suffix] if scale is not None else raw[""]
+        return entry, _WORD_KINDS[entry["encoding"]], shape[0], math.prod(shape[1:]), data, scale
 
     def _float(self, name: str) -> memoryview:
         """The float32 values of one stored tensor, decoded in C (``_lowbit.decode``)."""
-        entry, kind, rows, cols, raw = self._stored(name)
+        entry, kind, rows, cols, data, scale = self._stored(name)
         if entry["encoding"] == "fp32":
-            return memoryview(raw[""]).cast("f")
+            return memoryview(data).cast("f")
         out = array("f", bytes(4 * rows * cols))
-        scale = memoryview(raw[SCALE]).cast("f") if SCALE in raw else None
-        _lowbit.decode(kind, raw[self._packed.codec(name).suffix if scale is not None else ""], rows, cols, scale, out)
+        _lowbit.decode(kind, data, rows, cols, scale, out)
         return memoryview(out)
 
     def _model_spec(self, act: str) -> tuple:
         """The arguments of ``_lowbit.model`` (module.c): the geometry, then every tensor, in forward.h's order."""
         arch, z = self.arch, self.sizes
         dims = (z["H"], z["I"], z["A"], z["L"], self._labels, z["vocab"], z["max_pos"], z["type_vocab"], z["E"])
-        word = arch.word_embeddings + ".weight"
-        entry, kind, rows, _, raw = self._stored(word)
-        table = raw[self._packed.codec(word).suffix] if SCALE in raw else raw[""]
-        scale = memoryview(raw[SCALE]).cast("f") if SCALE in raw else None
+        _, kind, rows, _, table, scale = self._stored(arch.word_embeddings + ".weight")
         types = (self._float(f"{arch.token_type_embeddings}.weight") if arch.token_type_embeddings
                  else array("f", bytes(4 * z["E"])))  # no token types: one row of zeros, every id 0
         project = self._linear([arch.embeddings_project]) if z["E"] != z["H"] else None
@@ -133,11 +132,10 @@ class Engine:
                            "matrix or row on 8-bit dynamic inputs (and Q, K, V all low-bit or all kept)")
         codes, alphas = [], []
         for n in names:  # stacked matrices: their codes one after the other, and one scale per output row
-            _, kind, rows, cols, raw = self._stored(f"{n}.weight")
+            _, kind, rows, cols, packed, scale = self._stored(f"{n}.weight")
             codes.append(bytearray(rows * cols))
-            _lowbit.decode_codes(kind, raw[self._packed.codec(f"{n}.weight").suffix], rows, cols, codes[-1])
-            alpha = array("f", memoryview(raw[SCALE]).cast("f"))
-            alphas.append(alpha * rows if len(names) > 1 and len(alpha) == 1 else alpha)
+            _lowbit.decode_codes(kind, packed, rows, cols, codes[-1])
+            alphas.append(array("f", scale) * rows if len(names) > 1 and len(scale) == 1 else scale)
         rows = sum(e["shape"][0] for e in entries)
         padded, neg, nonzero, colsum = kernels.prepare_codes(b"".join(codes), rows, cols,
                                                              max(e["bits"] for e in entries))
@@ -310,8 +308,9 @@ class Engine:
         for b in range(B):
             seen = 0
             for i in range(b * T, (b + 1) * T):
-                seen += ids[i] != pad
-                positions[i] = pad + seen if ids[i] != pad else pad
+                real = ids[i] != pad
+                seen += real
+                positions[i] = pad + seen if real else pad
         return positions
 
 

@@ -171,5 +171,5 @@ def linear(x: np.ndarray, weights: LowbitWeights, alpha: np.ndarray, bias: np.nd
     return y
 
 
-__all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "prepare_codes", "quantize_rows",
-           "set_num_threads", "threading"]
+__all__ = ["PATHS", "LowbitWeights", "get_num_threads", "linear", "matmul_codes", "prepare", "prepare_codes",
+           "quantize_rows", "set_num_threads", "threading"]
