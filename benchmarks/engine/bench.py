@@ -194,18 +194,28 @@ def ct2_runner(path: Path, classifier: torch.nn.Linear, threads: int):
 
 def check(built: dict, run: dict) -> dict:
     """Each variant computes what it should, on 2 x 64 random tokens; returns each one's largest logit error
-    relative to the largest reference logit. xtc: against its fake-quant model, same predictions and within 5e-2
-    (random heads give logits of about 0.14: 6L BERT-base W2A8 measured 2.6e-2 of that, 0.004, from borderline
-    8-bit activation codes; GLUE rows of trained models are checked in the tests).
-    Peers: against torch FP32, within 1e-3 (FP32) or a loose 0.25 (int8: random weights give small logits)."""
+    relative to the largest reference logit. Peers: against torch FP32, within 1e-3 (FP32) or a loose 0.25 (int8:
+    random weights give small logits). xtc: against its fake-quant model, the same predictions, and within
+    max(5e-2, 3 x the float64 control): the fake-quant model run in float64 against itself in float32. Random heads
+    give logits of about 0.15, and deep 8-bit activations flip borderline codes on any change of float rounding:
+    on 6L BERT-base W2A8 the control alone moves the logits by 2.9e-2 of the largest (the engine 5.4e-2), while
+    one layer agrees within 1e-6. A wrong kernel gives errors of order 1. Trained models on GLUE rows are checked
+    in the tests and by agreement.py."""
     feed = random_feed(np.random.default_rng(2), 2, 64)
     errors = {}
     for variant, fn in run.items():
-        reference = torch_runner(built["fakes"].get(variant, built["model"]))(feed)
+        fake = built["fakes"].get(variant, built["model"])
+        reference = torch_runner(fake)(feed)
         got = fn(feed)
-        errors[variant] = float(np.abs(got - reference).max() / np.abs(reference).max())
-        tolerance = 5e-2 if variant in XTC else 1e-3 if "FP32" in variant else 0.25
-        print(f"  check {variant}: max |logit diff| = {errors[variant]:.2e} of the largest logit", flush=True)
+        scale = np.abs(reference).max()
+        errors[variant] = float(np.abs(got - reference).max() / scale)
+        tolerance = 1e-3 if "FP32" in variant else 0.25
+        if variant in XTC:
+            exact = torch_runner(copy.deepcopy(fake).double())(feed)
+            errors[f"{variant} float64 control"] = float(np.abs(exact - reference).max() / scale)
+            tolerance = max(5e-2, 3 * errors[f"{variant} float64 control"])
+        print(f"  check {variant}: max |logit diff| = {errors[variant]:.2e} of the largest logit "
+              f"(bound {tolerance:.1e})", flush=True)
         if errors[variant] > tolerance or (variant in XTC and (got.argmax(1) != reference.argmax(1)).any()):
             raise SystemExit(f"{variant} does not compute its reference model: {got} vs {reference}")
     return errors
