@@ -157,7 +157,9 @@ typedef struct {
     float *emb; /* the embeddings [M, E]: x itself when E = H */
     const xtc_layer *layer;
     const float *w, *b; /* the LayerNorm being applied */
-    int threads;
+    int threads, path;
+    uint8_t *a;   /* a quantized Linear's input codes [Mp, Kp] */
+    float *scale; /* and their scales [Mp] */
 } fwd;
 
 INLINE void embed_body(fwd *f, int64_t lo, int64_t hi) {
@@ -369,6 +371,7 @@ typedef struct {
     const float *in;
     float *out;
     int64_t rows;
+    const xtc_linear *next; /* a quantized Linear that reads the step's output: each share quantizes its rows */
 } step_job;
 
 enum { STEP_EMBED, STEP_ADD_NORM, STEP_ACTIVATE, STEP_ATTEND, STEP_FLOAT_LINEAR };
@@ -389,15 +392,21 @@ static void step_share(void *ctx, int t) {
         return;
     }
     const int64_t lo = s->rows * t / n, hi = s->rows * (t + 1) / n;
-    if (s->step == STEP_EMBED) s->ops->embed(f, lo, hi);
+    const float *out = f->x; /* the step's output rows [rows, next->K] */
+    if (s->step == STEP_EMBED) s->ops->embed(f, lo, hi), out = f->emb;
     else if (s->step == STEP_ADD_NORM) s->ops->add_norm(f, lo, hi);
-    else if (s->step == STEP_ACTIVATE) s->ops->activate(f, lo, hi);
+    else if (s->step == STEP_ACTIVATE) s->ops->activate(f, lo, hi), out = f->h;
     else s->ops->float_linear(s->linear, s->in, s->out, lo, hi);
+    if (s->next) /* while the rows are in this core's cache, and without a step of its own */
+        xtc_quantize_range(out, s->rows, s->next->K, (s->rows + MR - 1) / MR * MR, s->next->Kp, f->a, f->scale,
+                           f->path, lo, hi, t == n - 1);
 }
 
-static void run_step(fwd *f, const float_ops *ops, int step, int64_t rows) {
-    step_job s = {.f = f, .ops = ops, .step = step, .rows = rows};
+/* next: the Linear that reads the step's output; when it is quantized, the step quantizes its input too */
+static int run_step(fwd *f, const float_ops *ops, int step, int64_t rows, const xtc_linear *next) {
+    step_job s = {.f = f, .ops = ops, .step = step, .rows = rows, .next = next && next->neg ? next : NULL};
     xtc_run_shares(step_share, &s, f->threads);
+    return s.next != NULL;
 }
 
 /* rows [B * T, H] -> their [CLS] rows [B, H], in place: row b * T -> row b (b <= b * T, in order) */
@@ -405,19 +414,20 @@ static void keep_cls_rows(float *rows, int64_t B, int64_t T, int64_t H) {
     for (int64_t b = 1; b < B; b++) memmove(rows + b * H, rows + b * T * H, (size_t)H * sizeof(float)); /* T = 1: same */
 }
 
-/* out [rows, N] = in [rows, K] @ W.T + b; a, scale: room for the quantized rows */
+/* out [rows, N] = in [rows, K] @ W.T + b; quantized: the step that made `in` has quantized it into f->a */
 static int linear(fwd *f, const float_ops *ops, const xtc_linear *l, const float *in, float *out, int64_t rows,
-                  uint8_t *a, float *scale, int path) {
+                  int quantized) {
     if (!l->neg) {
         step_job s = {.f = f, .ops = ops, .step = STEP_FLOAT_LINEAR, .linear = l, .in = in, .out = out, .rows = rows};
         xtc_run_shares(step_share, &s, f->threads);
         return 0;
     }
-    xtc_quantize_parallel(in, rows, l->K, (rows + MR - 1) / MR * MR, l->Kp, a, scale, path, f->threads);
-    const gemm_job g = {.a = a, .M = rows, .Kp = l->Kp, .neg = l->neg, .nonzero = l->nonzero, .colsum = l->colsum,
-                        .N = l->N, .scale = scale, .alpha = l->alpha, .alpha_per_row = l->alpha_per_row,
-                        .bias = l->bias, .y = out};
-    return xtc_gemm_parallel(&g, path, f->threads);
+    if (!quantized)
+        xtc_quantize_parallel(in, rows, l->K, (rows + MR - 1) / MR * MR, l->Kp, f->a, f->scale, f->path, f->threads);
+    const gemm_job g = {.a = f->a, .M = rows, .Kp = l->Kp, .neg = l->neg, .nonzero = l->nonzero,
+                        .colsum = l->colsum, .N = l->N, .scale = f->scale, .alpha = l->alpha,
+                        .alpha_per_row = l->alpha_per_row, .bias = l->bias, .y = out};
+    return xtc_gemm_parallel(&g, f->path, f->threads);
 }
 
 int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions, const int64_t *types,
@@ -427,7 +437,7 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     const int64_t emb_floats = m->E != H ? M * m->E : 0;
     if (threads < 1) threads = 1;
     fwd f = {.m = m, .ids = ids, .positions = positions, .types = types, .mask = mask, .B = B, .T = T, .M = M,
-             .threads = threads};
+             .threads = threads, .path = path};
     const size_t floats = (size_t)(M * H * 3 + M * 3 * H + M * m->I + threads * attention_scratch(m, T) + Mp + B * H + emb_floats + 16);
     float *work = malloc(floats * sizeof(float));
     uint8_t *a = malloc((size_t)(Mp * Kmax) + 64);
@@ -438,36 +448,43 @@ int xtc_forward(const xtc_model *m, const int64_t *ids, const int64_t *positions
     }
     f.x = work, f.y = f.x + M * H, f.ctx = f.y + M * H, f.qkv = f.ctx + M * H, f.h = f.qkv + M * 3 * H;
     f.scratch = f.h + M * m->I;
-    float *scale = f.scratch + threads * attention_scratch(m, T), *pooled = scale + Mp;
+    f.a = a, f.scale = f.scratch + threads * attention_scratch(m, T);
+    float *pooled = f.scale + Mp;
     f.emb = m->E != H ? pooled + B * H : f.x;
     const float_ops *ops = ops_for(path);
-    int failed = 0;
+    int failed = 0, quantized;
 
-    run_step(&f, ops, STEP_EMBED, M);
-    if (m->E != H) failed |= linear(&f, ops, &m->emb_proj, f.emb, f.x, M, a, scale, path);
+    /* Each step that makes a quantized Linear's input (embeddings, LayerNorm, GELU) quantizes it too; the
+     * attention's output is quantized on its own (a row's context spans the heads, which shares split). */
+    const xtc_linear *first = m->E != H ? &m->emb_proj : m->L ? &m->layers[0].qkv : NULL; /* L = 0: [CLS] rows next */
+    quantized = run_step(&f, ops, STEP_EMBED, M, first);
+    if (m->E != H) {
+        failed |= linear(&f, ops, &m->emb_proj, f.emb, f.x, M, quantized);
+        quantized = 0;
+    }
     for (int64_t i = 0; i < m->L && !failed; i++) {
         const xtc_layer *l = &m->layers[i];
         /* The classifier reads only the [CLS] rows: the last layer needs every row's keys and values, but
          * only the [CLS] rows from its attention on (each row's ops are its own, so the bits are the same). */
         const int last = i == m->L - 1;
         const int64_t rows = last ? B : M;
-        failed |= linear(&f, ops, &l->qkv, f.x, f.qkv, M, a, scale, path);
+        failed |= linear(&f, ops, &l->qkv, f.x, f.qkv, M, quantized);
         f.queries = last ? 1 : T;
-        run_step(&f, ops, STEP_ATTEND, 0);
+        run_step(&f, ops, STEP_ATTEND, 0, NULL);
         if (last) keep_cls_rows(f.ctx, B, T, H), keep_cls_rows(f.x, B, T, H);
-        failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, rows, a, scale, path);
+        failed |= linear(&f, ops, &l->attn_out, f.ctx, f.y, rows, 0);
         f.w = l->ln1_w, f.b = l->ln1_b;
-        run_step(&f, ops, STEP_ADD_NORM, rows);
-        failed |= linear(&f, ops, &l->ffn_in, f.x, f.h, rows, a, scale, path);
-        run_step(&f, ops, STEP_ACTIVATE, rows);
-        failed |= linear(&f, ops, &l->ffn_out, f.h, f.y, rows, a, scale, path);
+        quantized = run_step(&f, ops, STEP_ADD_NORM, rows, &l->ffn_in);
+        failed |= linear(&f, ops, &l->ffn_in, f.x, f.h, rows, quantized);
+        quantized = run_step(&f, ops, STEP_ACTIVATE, rows, &l->ffn_out);
+        failed |= linear(&f, ops, &l->ffn_out, f.h, f.y, rows, quantized);
         f.w = l->ln2_w, f.b = l->ln2_b;
-        run_step(&f, ops, STEP_ADD_NORM, rows);
+        quantized = run_step(&f, ops, STEP_ADD_NORM, rows, last ? &m->pooler : &m->layers[i + 1].qkv);
     }
-    if (!m->L) keep_cls_rows(f.x, B, T, H);
-    failed |= linear(&f, ops, &m->pooler, f.x, pooled, B, a, scale, path); /* x: the B [CLS] rows now */
+    if (!m->L) keep_cls_rows(f.x, B, T, H), quantized = 0;
+    failed |= linear(&f, ops, &m->pooler, f.x, pooled, B, quantized); /* x: the B [CLS] rows now */
     activate_all(pooled, B * H, m->pool_act); /* B x H values: not worth a share */
-    failed |= linear(&f, ops, &m->classifier, pooled, logits, B, a, scale, path);
+    failed |= linear(&f, ops, &m->classifier, pooled, logits, B, 0);
     free(work);
     free(a);
     return failed ? -1 : 0;

@@ -75,6 +75,10 @@ typedef void (*xtc_share_fn)(void *ctx, int t);
 /* share(ctx, t) for t in [0, count), on count threads; returns when all have run */
 void xtc_run_shares(xtc_share_fn share, void *ctx, int count);
 int xtc_gemm_parallel(const gemm_job *g, int path, int threads);
+/* Rows [lo, hi) of xtc_quantize_parallel's work, padding columns included; `last`: also rows M..Mp. For
+ * a caller that quantizes rows in the same share that produced them (forward.c). */
+void xtc_quantize_range(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
+                        int path, int64_t lo, int64_t hi, int last);
 /* Also writes the padding: columns K..Kp of every row and rows M..Mp (code 0, stored as 128). */
 void xtc_quantize_parallel(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
                            int path, int threads);

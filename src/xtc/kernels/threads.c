@@ -186,12 +186,17 @@ typedef struct {
     int path, threads;
 } quantize_shares;
 
+void xtc_quantize_range(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
+                        int path, int64_t lo, int64_t hi, int last) {
+    for (int64_t m = lo; m < hi && Kp > K; m++) memset(a + m * Kp + K, 128, (size_t)(Kp - K));
+    if (last) memset(a + M * Kp, 128, (size_t)((Mp - M) * Kp));
+    xtc_quantize_rows(x + lo * K, hi - lo, K, Kp, a + lo * Kp, scale + lo, path);
+}
+
 static void quantize_share(void *ctx, int t) {
     quantize_shares *w = ctx;
-    const int64_t lo = w->M * t / w->threads, hi = w->M * (t + 1) / w->threads;
-    for (int64_t m = lo; m < hi && w->Kp > w->K; m++) memset(w->a + m * w->Kp + w->K, 128, (size_t)(w->Kp - w->K));
-    if (t == w->threads - 1) memset(w->a + w->M * w->Kp, 128, (size_t)((w->Mp - w->M) * w->Kp));
-    xtc_quantize_rows(w->x + lo * w->K, hi - lo, w->K, w->Kp, w->a + lo * w->Kp, w->scale + lo, w->path);
+    xtc_quantize_range(w->x, w->M, w->K, w->Mp, w->Kp, w->a, w->scale, w->path, w->M * t / w->threads,
+                       w->M * (t + 1) / w->threads, t == w->threads - 1);
 }
 
 void xtc_quantize_parallel(const float *x, int64_t M, int64_t K, int64_t Mp, int64_t Kp, uint8_t *a, float *scale,
