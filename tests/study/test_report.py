@@ -40,6 +40,19 @@ def test_mean_and_std_over_seeds(study_dir):
     assert (study_dir / "plots" / "by_quantize_lr.png").is_file()
 
 
+def test_a_flag_is_plotted_as_categories(tmp_path):
+    """A boolean grid key (quantize.trim_vocabulary) is two categories on the plot's axis, not two numbers."""
+    study = {"description": "trim", "model": "minilm-l6", "recipe": "xtc-w1a8-l3", "tasks": ["MRPC"],
+             "grid": {"quantize.trim_vocabulary": [False, True]}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    rows = [{**record(name, 5e-5, 1, f1, f1), "settings": {"quantize.trim_vocabulary": flag}}
+            for name, flag, f1 in [("a", False, 0.8), ("b", True, 0.7)]]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(tmp_path).read_text()
+    assert "2 of 2 cells finished" in text
+    assert (tmp_path / "plots" / "by_quantize_trim_vocabulary.png").is_file()
+
+
 def test_not_a_study(tmp_path):
     with pytest.raises(XtcError, match="not a study folder"):
         write_report(tmp_path)

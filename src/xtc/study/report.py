@@ -146,7 +146,9 @@ def _save(fig, ax, out: Path) -> None:
 
 def _plot_key(records: list[dict], key: str, out: Path):
     values = list(dict.fromkeys(_label(r["settings"].get(key)) for r in records))
-    numeric = all(isinstance(r["settings"].get(key), (int, float)) for r in records)
+    # a flag is not a number (bool is an int to isinstance): its values are categories, like a recipe's name
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in (r["settings"].get(key) for r in records))
     fig, ax = _axes()
     for (task, bits) in dict.fromkeys((r["task"], r["bits"]) for r in records):
         points = []
