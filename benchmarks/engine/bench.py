@@ -358,6 +358,14 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
 
 
+def save(results: dict, text: str, out: Path, json_name: str, md_name: str) -> None:
+    """Print a script's Markdown table and write it and its JSON under ``out`` (the scripts of this folder)."""
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / json_name).write_text(json.dumps(results, indent=2) + "\n")
+    (out / md_name).write_text(text)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--geometry", nargs="+", choices=list(GEOMETRIES), default=list(GEOMETRIES))
@@ -399,12 +407,7 @@ def main() -> None:
             results["measurements"] += rows
             if geometry == "3L MiniLM":
                 results["fresh_process"] = fresh_processes(folder, args.variants, args.rounds)
-    text = markdown(results)
-    print(text)
-    out = args.out or HERE
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "RESULTS.md").write_text(text)
+    save(results, markdown(results), args.out or HERE, "results.json", "RESULTS.md")
 
 
 if __name__ == "__main__":

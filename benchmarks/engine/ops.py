@@ -14,7 +14,6 @@ instructions of the kernels' inner loop. Results: ops.md and ops.json beside thi
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from xtc.quant.apply import quantize_
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "packed"))
-from bench import GEOMETRIES, VOCAB, cpu_model  # noqa: E402
+from bench import GEOMETRIES, VOCAB, cpu_model, save  # noqa: E402
 from peak import ceiling  # noqa: E402
 
 TOKENS = [16, 128]
@@ -54,10 +53,11 @@ def best_ms(fn, repeats: int) -> float:
     return best * 1e3
 
 
-def packed_model(geometry: str, folder: Path) -> Engine:
+def w1a8_folder(geometry: str, folder: Path) -> Path:
+    """The geometry with random weights (seed 0), quantized W1A8 and exported packed into ``folder``."""
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(**GEOMETRIES[geometry], vocab_size=VOCAB, num_labels=2)).eval()
-    return Engine.load(export(quantize_(model, "w1a8"), folder, load_tokenizer("bert-tiny")), threads=1)
+    return export(quantize_(model, "w1a8"), folder, load_tokenizer("bert-tiny"))
 
 
 def linear_ms(k: int, n: int, rows: int, repeats: int) -> float:
@@ -117,17 +117,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for geometry in GEOMETRIES:
-            engine = packed_model(geometry, Path(scratch) / geometry.replace(" ", "-"))
+            engine = Engine.load(w1a8_folder(geometry, Path(scratch) / geometry.replace(" ", "-")), threads=1)
             rows += [breakdown(geometry, engine, t, args.repeats, before) for t in TOKENS]
     after = ceiling(source, args.repeats, isa)  # the clock can move during the run: report both ends
     results = {"command": "python benchmarks/engine/ops.py " + " ".join(sys.argv[1:]), "cpu": cpu_model(),
                "path": path, "repeats": args.repeats, "ceiling_instructions": instructions,
                "ceiling_gmacs": [round(before / 1e9, 1), round(after / 1e9, 1)], "rows": rows}
-    text = markdown(results)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ops.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "ops.md").write_text(text)
+    save(results, markdown(results), args.out, "ops.json", "ops.md")
 
 
 if __name__ == "__main__":

@@ -47,26 +47,6 @@ print(json.dumps({"threading": kernels.threading(), "torch_loaded": "torch" in s
 """
 
 
-def build(folder: Path) -> dict[str, str]:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from xtc.compression import export
-    from xtc.models import load_tokenizer
-    from xtc.quant.apply import quantize_
-
-    sys.path.insert(0, str(HERE))
-    from bench import GEOMETRIES, VOCAB
-
-    folders = {}
-    for geometry in dict.fromkeys(g for g, _, _ in POINTS):
-        torch.manual_seed(0)
-        model = BertForSequenceClassification(BertConfig(**GEOMETRIES[geometry], vocab_size=VOCAB, num_labels=2))
-        folders[geometry] = str(folder / geometry.replace(" ", "-"))
-        export(quantize_(model.eval(), "w1a8"), folders[geometry], load_tokenizer("bert-tiny"))
-    return folders
-
-
 def markdown(results: dict) -> str:
     lines = ["# The engine alone: 1 vs 2 threads\n",
              f"Made by `{results['command']}` on {results['cpu']}: xtc W1A8, random weights, a fresh interpreter "
@@ -74,9 +54,9 @@ def markdown(results: dict) -> str:
              f"{results['rounds']} interleaved rounds; median ms (best in brackets).\n",
              "| geometry | batch x tokens | 1 thread | 2 threads | 2 vs 1: medians (bests) |", "|---|---|---|---|---|"]
     for r in results["rows"]:
-        one, two = r["median_ms"]["1"], r["median_ms"]["2"]
-        lines.append(f"| {r['geometry']} | {r['batch']} x {r['tokens']} | {one:.2f} ({r['best_ms']['1']:.2f}) | "
-                     f"{two:.2f} ({r['best_ms']['2']:.2f}) | {one / two:.2f}x ({r['best_ms']['1'] / r['best_ms']['2']:.2f}x) |")
+        (one, two), (best1, best2) = r["median_ms"].values(), r["best_ms"].values()
+        lines.append(f"| {r['geometry']} | {r['batch']} x {r['tokens']} | {one:.2f} ({best1:.2f}) | "
+                     f"{two:.2f} ({best2:.2f}) | {one / two:.2f}x ({best1 / best2:.2f}x) |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,19 +67,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from bench import cpu_model
+    from bench import cpu_model, save
+    from ops import w1a8_folder
 
     with tempfile.TemporaryDirectory() as scratch:
-        folders = build(Path(scratch))
+        geometries = dict.fromkeys(g for g, _, _ in POINTS)
+        folders = {g: str(w1a8_folder(g, Path(scratch) / g.replace(" ", "-"))) for g in geometries}
         done = subprocess.run([sys.executable, "-c", TIMER, json.dumps(folders), json.dumps(POINTS), str(args.rounds),
                                str(args.calls)], capture_output=True, text=True, check=True)
     results = {"command": "python benchmarks/engine/threads.py " + " ".join(sys.argv[1:]), "cpu": cpu_model(),
                "rounds": args.rounds, "calls": args.calls, **json.loads(done.stdout)}
-    text = markdown(results)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "threads.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "threads.md").write_text(text)
+    save(results, markdown(results), args.out, "threads.json", "threads.md")
 
 
 if __name__ == "__main__":
