@@ -69,7 +69,7 @@ def test_a_whole_recipe_runs_in_two_processes(dropout_free_tiny, glue_dir, tmp_p
     """Teacher, layer reduction with KD and quantization with KD, each stage data-parallel; one table printed."""
     from tests.test_pipeline import tiny
 
-    args = [a if a != "bert-tiny" else str(dropout_free_tiny) for a in tiny("quantize")]
+    args = [a if a != "bert-tiny" else str(dropout_free_tiny) for a in tiny("quantize_w2a8", "quantize")]
     cmd = [sys.executable, "-m", "xtc", "run", "--recipe", "xtc-w1a8-l3", "--glue-dir", str(glue_dir),
            "--out", str(tmp_path / "run"), *args, "--num-processes", "2"]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -77,7 +77,7 @@ def test_a_whole_recipe_runs_in_two_processes(dropout_free_tiny, glue_dir, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("| quantize | 1 | W1A8 |") == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize"]
+    assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize_w2a8", "quantize"]
 
 
 def test_killed_two_process_run_resumes(dropout_free_tiny, glue_dir, tmp_path):

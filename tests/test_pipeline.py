@@ -28,7 +28,7 @@ def tiny(*stages):
     return args
 
 
-TINY = tiny("quantize")
+TINY = tiny("quantize_w2a8", "quantize")
 
 
 def xtc(*args):
@@ -48,12 +48,12 @@ def test_final_table(run_dir):
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| stage | layers | W/A bits | dev f1 | dev accuracy | size (MB) | wall time |")
     assert [r.split(" | ")[:3] for r in rows[1:]] == [["| teacher", "2", "FP32"], ["| layer_reduction", "1", "FP32"],
-                                                        ["| quantize", "1", "W1A8"]]
+                                                        ["| quantize_w2a8", "1", "W2A8"], ["| quantize", "1", "W1A8"]]
     for row in rows[1:]:  # 4 steps: a stage may predict one class only; the table then says so
         if "†" in row:
             assert f"† {row.split(' | ')[0].removeprefix('| ')}: degenerate: every prediction is" in stdout
     sizes = [float(r.split(" | ")[-2]) for r in rows[1:]]
-    assert sizes[2] < sizes[1] / 10 < sizes[0] / 10  # 1-bit matrices and 16-bit rest, vs FP32
+    assert sizes[3] < sizes[2] < sizes[1] / 10 < sizes[0] / 10  # 1-/2-bit matrices and 16-bit rest, vs FP32
 
 
 def test_stage_folders_record_layers_and_quantization(run_dir):
@@ -62,13 +62,15 @@ def test_stage_folders_record_layers_and_quantization(run_dir):
     assert reduced["num_hidden_layers"] == 1 and reduced["xtc_teacher_layers"] == [1]
     quantized = json.loads((out / "quantize" / "config.json").read_text())
     assert quantized["xtc_teacher_layers"] == [1]
-    assert [r["weight_bits"] for r in quantized["xtc_quantization"]["rules"]] == [1, 1, 8, 8]
+    assert [r["weight_bits"] for r in quantized["xtc_quantization"]["rules"]] == [1, 2, 8, 8]  # w1a8-word2
     assert quantized["xtc_quantization"]["kept"] == "fp16"
     model, _ = load_model(out / "quantize", get_task("MRPC"))
     linears = [m for m in model.modules() if isinstance(m, QuantLinear) and m.spec.weight_bits == 1]
     assert len(linears) == 6 and all(m.spec.act_bits == 8 for m in linears)
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize"]
+    assert [s["stage"] for s in summary["stages"]] == ["teacher", "layer_reduction", "quantize_w2a8", "quantize"]
+    teacher = json.loads((out / "teacher" / "config.json").read_text())  # the preset trims the 1-bit stage's table
+    assert quantized["vocab_size"] < teacher["vocab_size"]
 
 
 def test_eval_rebuilds_the_exact_fake_quant_model(run_dir, glue_dir):
@@ -84,7 +86,7 @@ def test_rerun_skips_finished_stages(run_dir, glue_dir):
     out, first = run_dir
     again = xtc("run", "--recipe", "xtc-w1a8-l3", "--glue-dir", glue_dir, "--out", out, *TINY)
     assert again.exit_code == 0, again.output
-    assert again.output.count("finished earlier, skipping") == 3
+    assert again.output.count("finished earlier, skipping") == 4
     table = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
     assert table(again.stdout) == table(first)
 
@@ -92,7 +94,7 @@ def test_rerun_skips_finished_stages(run_dir, glue_dir):
 def test_changed_recipe_is_refused(run_dir, glue_dir):
     out, _ = run_dir
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--glue-dir", glue_dir, "--out", out, *TINY,
-                 "--set", "quantize.lr=1e-3")
+                 "--set", "quantize.lr=2e-3")
     assert result.exit_code == 2 and "holds a different run (differs in: recipe)" in result.stderr
 
 
@@ -107,7 +109,7 @@ def test_killed_run_resumes_to_the_same_result(run_dir, glue_dir, tmp_path, grou
     """SIGKILL in the middle of the quantization stage, run the same command again: same weights
     as an uninterrupted run. The teacher comes from --teacher (its finetune stage is skipped)."""
     teacher, _ = run_dir
-    args = ["--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir, *TINY,
+    args = ["--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir, *tiny("quantize"),
             "--set", "quantize.max_steps=24", "--set", "quantize.batch_size=8", "--set", "quantize.checkpoint_steps=2",
             "--set", f"quantize.group_by_length={group_by_length}"]
     whole = _xtc_process(*args, "--out", tmp_path / "whole", log=tmp_path / "whole.log")
@@ -150,7 +152,7 @@ def test_teacher_outputs_in_files_are_read_by_the_next_run(run_dir, glue_dir, tm
 def test_two_stage_schedule_continues_from_the_quantized_model(run_dir, glue_dir, tmp_path):
     teacher, _ = run_dir
     args = ["run", "--recipe", "xtc-w1a8-l3-two-stage", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
-            "--out", tmp_path / "two", *tiny("quantize_intermediate", "quantize_prediction")]
+            "--out", tmp_path / "two", *tiny("quantize_w2a8", "quantize_intermediate", "quantize_prediction")]
     result = xtc(*args)
     assert result.exit_code == 0, result.output
     assert "| quantize_prediction | 1 | W1A8 |" in result.stdout
@@ -217,18 +219,21 @@ def test_bad_stage_starts_are_refused(tmp_path, stage, message):
 def test_reuse_a_finished_stage(run_dir, glue_dir, tmp_path):
     teacher, _ = run_dir
     result = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
-                 "--out", tmp_path / "w2", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}")
+                 "--out", tmp_path / "w2", *tiny("quantize"), "--reuse", f"layer_reduction={teacher / 'layer_reduction'}")
     assert result.exit_code == 0, result.output
     assert "| layer_reduction | 1 | FP32 |" in result.stdout and "| quantize | 1 | W2A8 |" in result.stdout
     assert not (tmp_path / "w2" / "layer_reduction").exists()  # not trained again
     bad = xtc("run", "--recipe", "xtc-w2a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
-              "--out", tmp_path / "bad", *TINY, "--reuse", f"nosuch={teacher / 'layer_reduction'}")
+              "--out", tmp_path / "bad", *tiny("quantize"), "--reuse", f"nosuch={teacher / 'layer_reduction'}")
     assert bad.exit_code == 2 and "has no distill stage 'nosuch'" in bad.stderr
 
 
 def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, tmp_path):
-    """quantize.trim_vocabulary=true: the stage folder holds the trimmed model, its recorded dev score is the
-    trimmed model's (xtc eval of the folder and of its packed export agree with it), the full one beside."""
+    """quantize.trim_vocabulary=true (xtc-w1a8-l3's default): the stage folder holds the trimmed model, its recorded
+    dev score is the trimmed model's (xtc eval of the folder and of its packed export agree with it), the full one
+    beside."""
+    from xtc.size import packed_size_bytes
+
     teacher, _ = run_dir
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
                  "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
@@ -239,9 +244,9 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
     kept = json.loads((stage / "config.json").read_text())["vocab_size"]
     assert 1994 < kept == metrics["vocabulary"]["kept"] < 4000  # 48 training rows' tokens + 1994 characters
     assert "dev_full_vocabulary" in metrics["vocabulary"] and not (stage / "trimmed.tmp").exists()
-    full_size = json.loads((teacher / "summary.json").read_text())["stages"][2]["size_mb"]
-    size = json.loads((tmp_path / "t" / "summary.json").read_text())["stages"][2]["size_mb"]
-    assert size < full_size - (30522 - kept) * 128 / 8 / 1e6 * 0.9  # bert-tiny's 1-bit word rows: 16 bytes each
+    full_size = packed_size_bytes(stage / "full_vocabulary") / 1e6
+    size = json.loads((tmp_path / "t" / "summary.json").read_text())["stages"][3]["size_mb"]
+    assert size < full_size - (30522 - kept) * 128 / 4 / 1e6 * 0.9  # bert-tiny's 2-bit word rows: 32 bytes each
     evaluated = xtc("eval", stage, "--task", "MRPC", "--glue-dir", glue_dir, "--max-eval-samples", "32", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["dev"] == pytest.approx(metrics["dev"]["dev"])
@@ -270,10 +275,21 @@ def test_trimming_a_vocabulary_it_cannot_is_refused_before_training(tmp_path):
     assert not (tmp_path / "o" / "teacher").exists()
 
 
-def test_only_the_last_stage_may_trim_its_vocabulary(tmp_path):
+def test_no_stage_may_start_from_a_trimmed_one(tmp_path):
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
                  "--set", "layer_reduction.trim_vocabulary=true")
-    assert result.exit_code == 2 and "only the last stage may trim its vocabulary" in result.stderr, result.output
+    assert result.exit_code == 2 and "stage quantize_w2a8: starts from stage layer_reduction, which trims its " \
+        "vocabulary" in result.stderr, result.output
+
+
+def test_a_trimmed_stage_may_come_before_stages_that_start_elsewhere():
+    from xtc.recipe import Recipe
+
+    recipe = Recipe.model_validate({"stages": [
+        {"name": "teacher", "kind": "finetune"},
+        {"name": "l3", "kind": "distill", "layers": [0], "quant": "w1a8-word2", "trim_vocabulary": True},
+        {"name": "l6", "kind": "distill", "init": "teacher", "quant": "w1a8-word2", "trim_vocabulary": True}]})
+    assert [s.trim_vocabulary for s in recipe.stages] == [False, True, True]
 
 
 def test_degenerate_stages_are_marked_in_the_table():

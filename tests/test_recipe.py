@@ -12,8 +12,9 @@ def test_presets_ship_and_validate():
         recipe = load_recipe(name)
         assert recipe.stages[0].kind == "finetune" and all(s.kind == "distill" for s in recipe.stages[1:])
     l3 = load_recipe("xtc-w1a8-l3")
-    assert [s.name for s in l3.stages] == ["teacher", "layer_reduction", "quantize"]
-    assert l3.stage("layer_reduction").layers == [1, 3, 5] and l3.stage("quantize").quant == "w1a8"
+    assert [s.name for s in l3.stages] == ["teacher", "layer_reduction", "quantize_w2a8", "quantize"]
+    assert l3.stage("layer_reduction").layers == [1, 3, 5] and l3.stage("quantize").quant == "w1a8-word2"
+    assert l3.stage("quantize").trim_vocabulary and l3.stage("quantize_w2a8").quant == "w2a8"
     assert load_recipe("xtc-w2a8-l3").stage("quantize").quant == "w2a8"
     assert load_recipe("xtc-w1a8-l6").stage("layer_reduction").layers == [1, 3, 5, 7, 9, 11]
     assert load_recipe("xtc-w1a8-l5").stage("layer_reduction").layers == [2, 4, 6, 8, 10]

@@ -62,7 +62,8 @@ def same_tensors(recorded: Path, rerun: Path) -> str:
 
 
 def stage_folder(command: str, stage: str) -> str:
-    return out_of(command) if stage == "teacher" else f"{out_of(command)}/{stage}"
+    """A finetune command's folder is its cell's (the teacher, the plain fine-tuning row); a run's has a folder per stage."""
+    return out_of(command) if shlex.split(command)[1] == "finetune" else f"{out_of(command)}/{stage}"
 
 
 def eval_score(command: list[str]) -> float:
@@ -77,8 +78,8 @@ def check_cell(stage: str, cell: dict) -> dict:
            "weights": same_tensors(Path(old) / "model.safetensors", Path(new) / "model.safetensors")}
     row["score"] = eval_score(replace_paths(cell["eval_command"], {old: new}))
     if stage in QUANTIZED:
-        packed = cell["packed_fp32"]
-        old_packed, new_packed = f"{old}.packed-fp32", moved(f"{old}.packed-fp32")
+        packed = cell["packed"]
+        old_packed, new_packed = f"{old}.packed", moved(f"{old}.packed")
         if not (Path(new_packed) / "packed.safetensors").exists():
             run_glue.sh(replace_paths(packed["export_command"], {old: new, old_packed: new_packed}),
                         stdout=subprocess.DEVNULL)
@@ -93,7 +94,7 @@ def markdown(task: str, entry: dict) -> str:
     ran = f"Rerun by xtc commit {entry['commit']}: `python benchmarks/glue/reproduce.py --task {task}`, which ran:"
     lines = [f"## {task}", "", ran, ""]
     lines += [f"    OMP_NUM_THREADS=1 {c}" for c in entry["commands"]]
-    lines += ["", "| row | recorded (commit) | rerun | weights | packed fp32: recorded | rerun | packed tensors |",
+    lines += ["", "| row | recorded (commit) | rerun | weights | packed: recorded | rerun | packed tensors |",
               "|---|---|---|---|---|---|---|"]
     for r in entry["cells"]:
         packed = (f"{r['packed_recorded']:.2f} | {r['packed_score']:.2f} | "
@@ -108,7 +109,7 @@ def main() -> None:
     parser.add_argument("--task", required=True, choices=run_glue.TASKS)
     args = parser.parse_args()
     cells = load_results()[args.task]
-    commands = list(dict.fromkeys(c["command"] for c in cells.values()))  # teacher's, then the run's
+    commands = list(dict.fromkeys(c["command"] for c in cells.values()))  # teacher's, the run's, the plain row's
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for command in commands:
         words = with_out_moved(command)

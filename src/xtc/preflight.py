@@ -88,10 +88,12 @@ def check_run(config: RunConfig) -> Recipe:
         layers[stage.name] = count
         if stage.quant is not None and not config.fake_quant_only:
             problems += _quantization_problems(stage, arch, count if count is not None else start)
-        if stage.trim_vocabulary:
-            problem = _trim_problem(stage, config.teacher or config.model, arch)
+    if not problems:  # the tokenizer check loads transformers (seconds): a run with other problems fails without it
+        for stage in recipe.stages[1:]:
+            problem = _trim_problem(stage, config.teacher or config.model, arch) if stage.trim_vocabulary else None
             if problem:
-                problems.append(f"stage {stage.name}: trim_vocabulary: {problem}")
+                problems.append(f"stage {stage.name}: trim_vocabulary: {problem} (--set {stage.name}."
+                                "trim_vocabulary=false keeps the whole table)")
     if problems:
         raise XtcError("the run cannot go as configured:\n  " + "\n  ".join(problems)
                        if len(problems) > 1 else problems[0])

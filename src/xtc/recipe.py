@@ -129,14 +129,14 @@ class StageConfig(TrainArgs):
         None, description="layer reduction: the teacher layers to keep (0-based list), or how many (evenly spaced)"
     )
     quant: str | dict | None = Field(
-        None, description="quantization: a preset (w1a8, w2a8) or a full config (rules); none keeps FP32"
+        None, description="quantization: a preset (w1a8, w2a8, w1a8-word2) or a full config (rules); none keeps FP32"
     )
     distill: DistillArgs = Field(default_factory=DistillArgs, description="distillation loss weights")
     augment: AugmentArgs | None = Field(None, description="augment the training data (distill stages)")
     trim_vocabulary: bool = Field(
         False, description="keep only the word-table rows of the tokens the training data uses (and of every "
         "single character and special token); the stage's model, dev score and exports are the trimmed model's "
-        "(the last stage only; WordPiece tokenizers, one word-table scale per row)"
+        "(no later stage may start from it; WordPiece tokenizers, one word-table scale per row)"
     )
 
     @field_validator("quant")
@@ -192,9 +192,11 @@ class Recipe(Schema):
                     and stage.init not in names[:i]:
                 raise ValueError(f"stage {stage.name}: init {stage.init!r} is not 'previous', 'teacher', "
                                  f"'model:NAME' or an earlier stage ({', '.join(names[:i])})")
-        trimmed = [s.name for s in self.stages[:-1] if s.trim_vocabulary]
-        if trimmed:  # a later stage distills from the teacher, whose token ids a trimmed student no longer shares
-            raise ValueError(f"stage {trimmed[0]}: only the last stage may trim its vocabulary (trim_vocabulary)")
+        for i, stage in enumerate(self.stages[1:], 1):  # a trimmed model no longer shares the teacher's token ids
+            start = self.stages[i - 1].name if stage.init == "previous" else stage.init
+            if any(s.name == start and s.trim_vocabulary for s in self.stages[:i]):
+                raise ValueError(f"stage {stage.name}: starts from stage {start}, which trims its vocabulary "
+                                 "(trim_vocabulary); start it from an earlier stage, or trim only the last one")
         return self
 
     def stage(self, name: str) -> StageConfig:

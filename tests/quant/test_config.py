@@ -66,7 +66,7 @@ def test_presets_resolve_by_name_and_unknown_names_list_the_valid_ones():
     config = PRESETS["w2a8"]
     assert get_quant_config(config) is config
     assert get_quant_config(config.model_dump(mode="json")) == config  # what a saved model records
-    with pytest.raises(XtcError, match=r"unknown quantization preset 'w3a8'; valid presets: w1a8, w2a8"):
+    with pytest.raises(XtcError, match=r"unknown quantization preset 'w3a8'; valid presets: w1a8, w2a8, w1a8-word2"):
         get_quant_config("w3a8")
     with pytest.raises(XtcError, match=r"invalid value 0 for rules\.0\.weight_bits: must be one of 1"):
         get_quant_config({"rules": [{"pattern": "x", "weight_bits": 0}]})
@@ -81,6 +81,12 @@ def test_reference_presets_match_the_method_table(bits):
     for rule in (positions, pooler):
         assert (rule.weight_bits, rule.granularity, rule.act_bits) == (8, "row", None)
     assert PRESETS[f"w{bits}a8"].kept == "fp16"
+
+
+def test_w1a8_word2_is_w1a8_with_a_two_bit_word_table():
+    one, word2 = PRESETS["w1a8"].rules, PRESETS["w1a8-word2"].rules
+    assert word2[1].weight_bits == 2 and word2[1].granularity == "row"
+    assert [r for i, r in enumerate(word2) if i != 1] == [r for i, r in enumerate(one) if i != 1]
 
 
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))

@@ -1,6 +1,6 @@
 """Quantization-aware training: 1-/2-bit (and k-bit symmetric) weights, 8-bit activations, chosen by name pattern.
 
-    config.py      QuantSpec / QuantRule / QuantConfig, the w1a8 / w2a8 presets (no torch)
+    config.py      QuantSpec / QuantRule / QuantConfig, the w1a8 / w2a8 / w1a8-word2 presets (no torch)
     primitives.py  quantizers on tensors: integer codes + scales, fake quantization (STE)
     modules.py     QuantLinear, QuantEmbedding
     apply.py       quantize_(model, config), quantized_modules(model)

@@ -7,7 +7,8 @@ bad values fail at construction, naming the field, the value and the choices.
 
 The presets ``w1a8`` / ``w2a8`` are the reference XTC configuration (XTC paper, arXiv:2206.01859),
 with patterns generated from ``xtc.arch.ARCHITECTURES``
-so that they fit every supported architecture.
+so that they fit every supported architecture. ``w1a8-word2`` is ``w1a8`` with a 2-bit word table:
+the ablation's largest single gain on 1-bit STS-B and CoLA (benchmarks/study/ablation-fp32).
 
 This module imports no torch, so configs can be validated cheaply (CLI).
 """
@@ -125,11 +126,11 @@ def _alternatives(names) -> str:
     return "|".join(dict.fromkeys(re.escape(n) for n in names if n))
 
 
-def _reference(bits: int) -> QuantConfig:
+def _reference(bits: int, word_bits: int | None = None) -> QuantConfig:
     """The XTC paper: Q/K/V, attention output, FFN in/out of every layer at ``bits`` (one scale per matrix) with
-    8-bit dynamic per-token inputs; word embeddings at ``bits``, one scale per row. Beyond the paper, the
-    two largest of the other tensors are stored (and trained) as 8-bit rows: the position embeddings and
-    the pooler's dense layer (weights only); everything else is kept in float16."""
+    8-bit dynamic per-token inputs; word embeddings at ``word_bits`` (default ``bits``), one scale per row.
+    Beyond the paper, the two largest of the other tensors are stored (and trained) as 8-bit rows: the
+    position embeddings and the pooler's dense layer (weights only); everything else is kept in float16."""
     archs = ARCHITECTURES.values()
     linears = "|".join(dict.fromkeys(
         rf"{re.escape(a.layers)}\.\d+\.(?:{'|'.join(re.escape(getattr(a, role)) for role in LINEAR_ROLES)})"
@@ -137,13 +138,14 @@ def _reference(bits: int) -> QuantConfig:
     ))
     return QuantConfig(rules=[
         QuantRule(pattern=linears, weight_bits=bits, granularity="tensor", act_bits=8, act_mode="dynamic"),
-        QuantRule(pattern=_alternatives(a.word_embeddings for a in archs), weight_bits=bits, granularity="row"),
+        QuantRule(pattern=_alternatives(a.word_embeddings for a in archs), weight_bits=word_bits or bits,
+                  granularity="row"),
         QuantRule(pattern=_alternatives(a.position_embeddings for a in archs), weight_bits=8, granularity="row"),
         QuantRule(pattern=_alternatives(a.pooler for a in archs), weight_bits=8, granularity="row"),
     ], kept="fp16")
 
 
-PRESETS: dict[str, QuantConfig] = {"w1a8": _reference(1), "w2a8": _reference(2)}
+PRESETS: dict[str, QuantConfig] = {"w1a8": _reference(1), "w2a8": _reference(2), "w1a8-word2": _reference(1, 2)}
 
 
 def recorded_quant_config(recorded: dict) -> QuantConfig:
