@@ -170,10 +170,20 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
         results.setdefault(task, {})[stage] = cell
         write_outputs(results)
         if commit:
-            files = [str(p) for p in (RESULTS, TABLE, PLOT, README) if p.exists()]
-            subprocess.run(["git", "add", *files], check=True)
-            subprocess.run(["git", "commit", "-q", "-m", f"glue: {task} {stage}", "--", *files], check=False)
+            git_commit([str(p) for p in (RESULTS, TABLE, PLOT, README) if p.exists()], f"glue: {task} {stage}")
     print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
+
+
+def git_commit(files: list[str], message: str) -> None:
+    """Commit the table's files; retried, and never fatal: another process (a study's watcher, a person) may hold
+    git's index lock for a moment, and the next cell commits the files again."""
+    for attempt in range(5):
+        added = subprocess.run(["git", "add", *files], check=False)
+        if added.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", *files],
+                                                    check=False).returncode in (0, 1):
+            return
+        time.sleep(2 + 3 * attempt)
+    print(f"WARNING: could not commit {message!r}; the files are written", flush=True)
 
 
 def run_task(task: str, results: dict, commit: bool) -> None:
