@@ -4,7 +4,7 @@
 GLUE=${GLUE:-$(cd "$(dirname "$0")/../../../shared/data/glue" 2>/dev/null && pwd)}
 WORK=$(mktemp -d) && cd "$WORK"
 G=$GLUE
-T="--set teacher.max_steps=8 --set layer_reduction.max_steps=8 --set quantize.max_steps=8 --max-train-samples 64 --max-eval-samples 32"
+T="--set teacher.max_steps=8 --set layer_reduction.max_steps=8 --set quantize_w2a8.max_steps=8 --set quantize.max_steps=8 --max-train-samples 64 --max-eval-samples 32"
 run() { echo "\$ $*"; "$@" > out.txt 2>&1; rc=$?; tail -3 out.txt | sed 's/^/    /'; echo "    rc=$rc"; grep -q Traceback out.txt && echo "    TRACEBACK!"; }
 run xtc run --recipe xtc-w1a8-l3 --model bert-tiny --task RTE --glue-dir $G --out runs/rte-w1 $T --set layer_reduction.layers=[1]
 run xtc eval runs/rte-w1/quantize --task RTE --glue-dir $G --max-eval-samples 32

@@ -18,7 +18,7 @@ def run_quantize_stage(out: Path, task: str, rows: int, epochs: float, extra: li
     returns the quantize stage's metrics.json (``wall_time_s``: its training wall time)."""
     slug = task.lower()
     subprocess.run(
-        ["xtc", "run", "--recipe", "xtc-w1a8-l3", "--model", "minilm-l6", "--task", task,
+        ["xtc", "run", "--recipe", "benchmarks/study/recipes/xtc-w1a8-l3-v1.yaml", "--model", "minilm-l6", "--task", task,
          "--teacher", f"runs/{slug}-teacher", "--reuse", f"layer_reduction=runs/glue/{slug}/l3_fp32",
          "--max-train-samples", str(rows), "--set", f"quantize.epochs={epochs}",
          "--glue-dir", GLUE, "--out", str(out), *extra],
