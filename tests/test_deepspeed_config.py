@@ -63,6 +63,7 @@ def test_xtc_setups_map_to_the_reference_quantization(tmp_path, bits, preset):
     assert teacher.kind == "finetune" and teacher.batch_size == 16
     assert compress.kind == "distill" and compress.layers == [1, 3, 5] and compress.init == "teacher"
     assert compress.batch_size == 16 and compress.max_grad_norm == 1.0
+    assert not compress.trim_vocabulary  # the W1A8 preset's last stage trims; a DeepSpeed config never asks to
     # The same modules, bits and granularities as the preset's 1-/2-bit rules (a DeepSpeed config names
     # no 8-bit rows), on the real bert-tiny.
     model, _ = load_model("bert-tiny", get_task("RTE"))

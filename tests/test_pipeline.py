@@ -283,6 +283,8 @@ def test_no_stage_may_start_from_a_trimmed_one(tmp_path):
 
 
 def test_a_trimmed_stage_may_come_before_stages_that_start_elsewhere():
+    from pydantic import ValidationError
+
     from xtc.recipe import Recipe
 
     recipe = Recipe.model_validate({"stages": [
@@ -290,6 +292,11 @@ def test_a_trimmed_stage_may_come_before_stages_that_start_elsewhere():
         {"name": "l3", "kind": "distill", "layers": [0], "quant": "w1a8-word2", "trim_vocabulary": True},
         {"name": "l6", "kind": "distill", "init": "teacher", "quant": "w1a8-word2", "trim_vocabulary": True}]})
     assert [s.trim_vocabulary for s in recipe.stages] == [False, True, True]
+    with pytest.raises(ValidationError, match="stage l6: starts from stage l3, which trims its vocabulary"):
+        Recipe.model_validate({"stages": [
+            {"name": "teacher", "kind": "finetune"},
+            {"name": "l3", "kind": "distill", "layers": [0], "quant": "w1a8-word2", "trim_vocabulary": True},
+            {"name": "l6", "kind": "distill", "init": "l3", "quant": "w1a8-word2"}]})
 
 
 def test_degenerate_stages_are_marked_in_the_table():

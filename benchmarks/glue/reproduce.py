@@ -2,15 +2,16 @@
 
 Run from the repository root, in the background (the commands resume like the table's):
 
-    nohup python benchmarks/glue/reproduce.py --task WNLI > runs/reproduce-wnli.log 2>&1 &
+    nohup python benchmarks/glue/reproduce.py --task MRPC > runs/reproduce-mrpc.log 2>&1 &
 
-Each training command of results.json (the teacher's `xtc finetune`, the task's `xtc run`) is run
+Each training command of results.json (the teacher's `xtc finetune`, the task's `xtc run`, the plain
+fine-tuning row's `xtc finetune`) is run
 again exactly as recorded, one thread as in the table, with only its --out moved under
 runs/repro/ (the student stages still distil from the recorded teacher folder, as recorded). Then
 per cell: the weight file's tensors against the original folder's, bit for bit (when it is on this
 machine), the dev score by the recorded `xtc eval` command on the new folder against the recorded
-score, and for quantized rows the packed fp32 file exported by the recorded `xtc export` command,
-compared the same way. (Tensors, not file bytes: safetensors writes a file's metadata keys in a
+score, and for quantized rows the packed file exported by the recorded `xtc export` command (the
+default export), compared the same way. (Tensors, not file bytes: safetensors writes a file's metadata keys in a
 random order, and the table's packed files also name their source folder, which exports no longer
 do.) The comparison is written to benchmarks/glue/REPRODUCED.md (one section per task) and
 reproduced.json.

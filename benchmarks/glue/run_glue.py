@@ -10,9 +10,9 @@ benchmarks/teachers/results.json, in float32), then one `xtc run` of
 benchmarks/glue/xtc-glue.yaml with that teacher, whose stages are the table's rows, then the
 plain fine-tuning of paraphrase-MiniLM-L3 at the 3L student's budget. As each stage finishes,
 its cell is recorded: dev metrics, training wall time, the size of its file (quantized rows:
-the default packed export, evaluated packed, which must agree with the stage folder within 0.1
-points), with the commands that made it. results.json, RESULTS.md and accuracy_vs_size.png are
-rewritten and committed per cell (``--no-commit`` to skip). ``--report`` only rewrites the
+the default packed export, evaluated packed; its difference from the stage folder is shown, and
+warned about beyond 0.1 points), with the commands that made it. results.json, RESULTS.md and
+accuracy_vs_size.png are rewritten and committed per cell (``--no-commit`` to skip). ``--report`` only rewrites the
 table and plot from results.json. The previous table (6 epochs of QAT at lr 5e-5, 3-epoch
 teachers) is kept in benchmarks/glue/v1/.
 
@@ -88,6 +88,10 @@ def teacher_settings(task: str) -> tuple[str, str]:
 
 
 def teacher_dir(task: str) -> Path:
+    """The recorded teacher's folder once there is one (the grid may change after), else the grid's choice."""
+    recorded = load_results().get(task, {}).get("teacher")
+    if recorded:
+        return Path(out_of(shlex.split(recorded["command"])))
     lr, epochs = teacher_settings(task)
     return Path("runs") / "teachers-fp32" / task / f"lr{lr}-ep{epochs}"  # as benchmarks/teachers/fp32-check.md's
 
@@ -112,7 +116,7 @@ def plain_command(task: str) -> list[str]:
 
 
 def run_dir(task: str) -> Path:
-    return Path("runs") / "glue" / task.lower()
+    return Path("runs") / "glue2" / task.lower()  # (the v1 table's were runs/glue/: other benchmarks read those)
 
 
 def run_command(task: str) -> list[str]:
@@ -188,7 +192,7 @@ def git_commit(files: list[str], message: str) -> None:
 
 def run_task(task: str, results: dict, commit: bool) -> None:
     # a lock file per task: two runners (e.g. benchmarks/run_all.sh's workers) never train one task
-    with claim(Path("runs") / "glue" / f"{task.lower()}.lock", wait=False) as claimed:
+    with claim(run_dir(task).with_suffix(".lock"), wait=False) as claimed:
         if not claimed:
             print(f"{task}: another runner is training it; skipped here", flush=True)
             return
@@ -213,6 +217,13 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
         record(task, PLAIN, Path(out_of(cmd)), shlex.join(cmd), results, commit)
 
 
+def finished_stage(folder: Path, trims: bool) -> bool:
+    """A stage that trims its vocabulary writes metrics.json when training ends and again, with "vocabulary",
+    once its folder holds the trimmed model: only then is it the stage's result."""
+    metrics = folder / "metrics.json"
+    return metrics.exists() and (not trims or "vocabulary" in json.loads(metrics.read_text()))
+
+
 def out_of(cmd: list[str]) -> str:
     return cmd[cmd.index("--out") + 1]
 
@@ -220,13 +231,14 @@ def out_of(cmd: list[str]) -> str:
 def run_stages(task: str, todo: list[str], results: dict, commit: bool, env: dict) -> None:
     cmd = run_command(task)
     out = run_dir(task)  # (not cmd[-1]: SST-2's command ends with its budget cuts, and its stages went unrecorded)
+    recipe = load_recipe(HERE / "xtc-glue.yaml")
     print("$", shlex.join(cmd), flush=True)
     with open(Path("runs") / f"glue-{task.lower()}.log", "a") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         while True:  # record each stage as soon as its metrics.json appears
             finished = proc.poll() is not None
             for stage in list(todo):
-                if (out / stage / "metrics.json").exists():
+                if finished_stage(out / stage, recipe.stage(stage).trim_vocabulary):
                     record(task, stage, out / stage, shlex.join(cmd), results, commit)
                     todo.remove(stage)
             if finished:
@@ -309,8 +321,9 @@ def targets(results: dict) -> str:
     cells = {t: results[t]["l3_w1a8"] for t in results if "l3_w1a8" in results[t]}
     if cells:
         size = row_size(cells) / 1e6
+        met = "met" if len(cells) == len(TASKS) else "met so far"
         lines.append(f"| {ROWS['l3_w1a8']} default packed file at most {MAX_L3_W1A8_MB} MB | {size:.2f} MB (largest "
-                     f"of {len(cells)} tasks) | {'met' if size <= MAX_L3_W1A8_MB else 'missed'} |")
+                     f"of {len(cells)} tasks) | {met if size <= MAX_L3_W1A8_MB else 'missed'} |")
     ours = avg("l3_fp32")
     for other in ("pretrained_l3", PLAIN):
         theirs = avg(other)
@@ -400,13 +413,14 @@ each cell. The previous table (3-epoch teachers, 6 epochs of QAT at lr 5e-5) is 
 Every number above is `xtc eval` of the stage folder (the fake-quant model in inference, whose
 1-/2-bit Linears compute the exact integer products the packed kernels compute). Each quantized
 row was also exported with the default `xtc export` and the packed file evaluated with the
-packed runtime (`xtc eval PACKED`); it must agree within {MAX_PACKED_GAP} points:
+packed runtime (`xtc eval PACKED`); the issue asks for agreement within {MAX_PACKED_GAP} points:
 
 {packed_check(results)}
 
-Reproduction: [REPRODUCED.md](REPRODUCED.md) reruns a task's recorded training commands into a
-fresh folder (`python benchmarks/glue/reproduce.py --task TASK`) and compares every cell's
-weights and scores with the recorded ones.
+Reproduction: `python benchmarks/glue/reproduce.py --task TASK` reruns a task's recorded training
+commands into a fresh folder and compares every cell's weights and scores with the recorded ones
+({"[REPRODUCED.md](REPRODUCED.md)" if (HERE / "REPRODUCED.md").exists() else
+  "not run yet for this table; the previous table's: [v1/REPRODUCED.md](v1/REPRODUCED.md)"}).
 
 ![accuracy vs size](accuracy_vs_size.png)
 """)

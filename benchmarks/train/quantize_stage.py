@@ -1,8 +1,9 @@
 """The training benchmarks' common run: the GLUE table's 3-layer student quantized to W1A8 by `xtc run`.
 
 Imported by the scripts beside it (run as ``python benchmarks/train/NAME.py`` from the repository
-root, which puts this folder on the import path). Needs the GLUE table's teachers and 3-layer
-students (benchmarks/glue).
+root, which puts this folder on the import path). Needs the teachers and 3-layer students of the
+previous GLUE table (benchmarks/glue/v1: runs/<task>-teacher, runs/glue/<task>/l3_fp32), and the
+preset of that time (benchmarks/study/recipes/xtc-w1a8-l3-v1.yaml).
 """
 
 import json

@@ -160,7 +160,9 @@ def recipe_from_deepspeed(path: str | Path, base: Recipe, model_type: str) -> Re
     if len(base.stages) < 2:
         raise XtcError("the base recipe has no distill stage to take budgets from")
     last = base.stages[-1]  # the quantization stage's budget, the longest
-    stage = last.model_copy(update={"name": "compress", "layers": layers, "quant": quant, "init": "teacher", **train})
+    # (the DeepSpeed config says nothing of trimming the vocabulary: the compressed model keeps the teacher's)
+    stage = last.model_copy(update={"name": "compress", "layers": layers, "quant": quant, "init": "teacher",
+                                    "trim_vocabulary": False, **train})
     stages = [teacher.model_copy(update=train), stage]
     described = f"from DeepSpeed config {path.name}: layers {layers or 'all'}, quantization {'on' if quant else 'off'}"
     return Recipe.model_validate({"description": described,

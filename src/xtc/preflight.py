@@ -1,5 +1,6 @@
 """Everything about a run that can be checked before work starts, checked at once and in well under a
-second: no torch, no weights. The recipe with its overrides or DeepSpeed config, against the model's
+second: no torch, no weights (a hub model's tokenizer, for a stage that trims its vocabulary, needs
+transformers). The recipe with its overrides or DeepSpeed config, against the model's
 ``config.json``: the teacher layers each stage keeps, and quantization the packed export and runtime can
 run. Every problem is listed in one error.
 """
@@ -70,7 +71,7 @@ def check_run(config: RunConfig) -> Recipe:
     if recorded and recorded.lower() != get_task(config.task).name.lower():
         problems.append(f"--teacher {config.teacher} was trained on {recorded}, not {get_task(config.task).name}")
     for i, stage in enumerate(recipe.stages[1:], start=1):
-        start_name = _start_name(stage, recipe, i)
+        start_name = recipe.start_of(i)
         start = layers.get(start_name)
         origin = "" if start_name == recipe.stages[0].name else f" (it starts from stage {start_name})"
         if stage.init.startswith("model:"):
@@ -88,9 +89,8 @@ def check_run(config: RunConfig) -> Recipe:
         layers[stage.name] = count
         if stage.quant is not None and not config.fake_quant_only:
             problems += _quantization_problems(stage, arch, count if count is not None else start)
-    if not problems:  # the tokenizer check loads transformers (seconds): a run with other problems fails without it
-        for stage in recipe.stages[1:]:
-            problem = _trim_problem(stage, config.teacher or config.model, arch) if stage.trim_vocabulary else None
+        if stage.trim_vocabulary:
+            problem = _trim_problem(stage, config.teacher or config.model, arch)
             if problem:
                 problems.append(f"stage {stage.name}: trim_vocabulary: {problem} (--set {stage.name}."
                                 "trim_vocabulary=false keeps the whole table)")
@@ -98,14 +98,6 @@ def check_run(config: RunConfig) -> Recipe:
         raise XtcError("the run cannot go as configured:\n  " + "\n  ".join(problems)
                        if len(problems) > 1 else problems[0])
     return recipe
-
-
-def _start_name(stage: StageConfig, recipe: Recipe, index: int) -> str:
-    if stage.init == "previous":
-        return recipe.stages[index - 1].name
-    if stage.init == "teacher":
-        return recipe.stages[0].name
-    return stage.init
 
 
 def _student_layers(stage: StageConfig, num_teacher: int, problems: list[str]) -> int | None:
@@ -121,10 +113,11 @@ def _student_layers(stage: StageConfig, num_teacher: int, problems: list[str]) -
 
 def _trim_problem(stage: StageConfig, model: str | Path, arch) -> str | None:
     """What xtc.vocab would refuse after the stage has trained, found before: the tokenizer, the word-table rule."""
-    from xtc.models import load_tokenizer
+    from xtc.models import load_tokenizer, resolve_model
     from xtc.vocab import trim_problem
 
-    tokenizer = json.loads(load_tokenizer(model).backend_tokenizer.to_str())
+    local = Path(resolve_model(model)) / "tokenizer.json"  # read as is: no transformers (seconds) for a local model
+    tokenizer = json.loads(local.read_text() if local.is_file() else load_tokenizer(model).backend_tokenizer.to_str())
     rule = get_quant_config(stage.quant).rule_for(arch.word_embeddings) if stage.quant is not None else None
     return trim_problem(tokenizer, rule)
 

@@ -193,11 +193,18 @@ class Recipe(Schema):
                 raise ValueError(f"stage {stage.name}: init {stage.init!r} is not 'previous', 'teacher', "
                                  f"'model:NAME' or an earlier stage ({', '.join(names[:i])})")
         for i, stage in enumerate(self.stages[1:], 1):  # a trimmed model no longer shares the teacher's token ids
-            start = self.stages[i - 1].name if stage.init == "previous" else stage.init
+            start = self.start_of(i)
             if any(s.name == start and s.trim_vocabulary for s in self.stages[:i]):
                 raise ValueError(f"stage {stage.name}: starts from stage {start}, which trims its vocabulary "
                                  "(trim_vocabulary); start it from an earlier stage, or trim only the last one")
         return self
+
+    def start_of(self, index: int) -> str:
+        """The stage (a name) or model (``model:...``) that stage ``index`` starts from."""
+        init = self.stages[index].init
+        if init == "previous":
+            return self.stages[index - 1].name
+        return self.stages[0].name if init == "teacher" else init
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:

@@ -15,9 +15,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
 from xtc.arch import architecture
 from xtc.errors import XtcError
 
@@ -82,6 +79,9 @@ def _word_rule(config: dict, table: str):
 def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
     """Write into ``dst`` the model folder ``src`` over ``kept_ids(used)``; the other files of ``src`` are
     copied. Returns ``{"kept": rows, "of": rows before}``."""
+    import torch  # here, not at the top: the pre-run checks read trim_problem without loading torch
+    from safetensors.torch import load_file, save_file
+
     src, dst = Path(src), Path(dst)
     if not all((src / f).is_file() for f in (_TOKENIZER, _CONFIG, _WEIGHTS)):
         raise XtcError(f"{src}: vocabulary trimming needs {_TOKENIZER}, {_CONFIG} and {_WEIGHTS} in the folder")
