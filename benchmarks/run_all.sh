@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The long benchmarks, each resumable: the GLUE table (benchmarks/glue), then the shipped studies
-# and their reports (benchmarks/study). Run from the repository root, in the background; run it
+# The long benchmarks, each resumable: the GLUE table (benchmarks/glue), then the float32 1-bit
+# ablation and its report (benchmarks/study). (The shipped studies, xtc-study.yaml and
+# xtc-study-stages.yaml, quantize the previous table's students, benchmarks/glue/v1: run them from
+# xtc commit 00b5320, whose run_all.sh made that table first.) Run from the repository root, in the background; run it
 # again after an interruption and it carries on where it stopped:
 #
 #     nohup bash benchmarks/run_all.sh > runs/run_all.log 2>&1 &
@@ -9,11 +11,11 @@
 # then the cells of each study. A task or a cell is claimed by one worker (lock files), so a
 # worker with nothing left of the GLUE table (while the other trains the last task) starts on
 # the studies instead of leaving its core idle. The GLUE runner commits each table cell as it
-# finishes; the studies keep their results in runs/study*/results.jsonl, and their reports are
+# finishes; the study keeps its results in runs/<study>/results.jsonl, and its report is
 # committed under benchmarks/study/ once both workers are done.
 set -euo pipefail
 GLUE=../shared/data/glue
-STUDIES=(study study-stages)
+STUDIES=(ablation-fp32)  # its teachers are the table's (runs/teachers-fp32)
 
 worker() {
     python benchmarks/glue/run_glue.py --jobs 1
