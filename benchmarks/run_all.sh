@@ -30,7 +30,7 @@ worker & second=$!
 failed=0
 wait "$first" || failed=1
 wait "$second" || failed=1
-[ "$failed" = 0 ] || { echo "a worker failed; see runs/glue-*.log and runs/study*/cells/*.log" >&2; exit 1; }
+[ "$failed" = 0 ] || { echo "a worker failed; see runs/glue-*.log and runs/ablation-fp32/cells/*.log" >&2; exit 1; }
 
 for study in "${STUDIES[@]}"; do
     xtc report "runs/$study"

@@ -160,3 +160,18 @@ def test_a_training_command_on_the_base_install_says_which_extra_it_needs(tmp_pa
     assert result.stderr.strip().splitlines() == [
         "xtc: error: this command needs torch, which the base install (packed models only) does not bring: "
         "pip install 'xtc[train]'"]
+
+
+def test_a_bad_run_of_the_trimming_preset_fails_before_torch_is_imported(tmp_path):
+    """xtc-w1a8-l3 trims its vocabulary: its pre-run check reads the model's tokenizer.json, still without
+    torch or transformers, and lists the layer problem found beside it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom xtc.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('exit', e.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    args = ["run", "--recipe", "xtc-w1a8-l3", "--model", "bert-tiny", "--task", "MRPC", "--out", str(tmp_path / "run"),
+            "--set", "layer_reduction.layers=[1, 7, 11]"]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    assert "teacher layers [1, 7, 11] are not valid for a 2-layer teacher" in result.stderr, result.stderr
+    assert result.stdout.split() == ["exit", "2", "False", "False"]

@@ -82,3 +82,13 @@ def test_teacher_layers_flag():
         resolve_recipe(RunConfig(recipe="xtc-w1a8", task="RTE", out="x", teacher_layers="1"))
     with pytest.raises(ValueError, match="comma-separated layer indices"):
         RunConfig(recipe="xtc-w1a8-l3", task="RTE", out="x", teacher_layers="1;3")
+
+
+def test_start_of_names_the_stage_or_model_each_stage_starts_from():
+    from xtc.recipe import Recipe
+
+    recipe = Recipe.model_validate({"stages": [
+        {"name": "t", "kind": "finetune"}, {"name": "a", "kind": "distill", "layers": [0]},
+        {"name": "b", "kind": "distill", "init": "teacher"}, {"name": "c", "kind": "distill", "init": "a"},
+        {"name": "d", "kind": "distill", "init": "model:bert-tiny"}]})
+    assert [recipe.start_of(i) for i in range(1, 5)] == ["t", "t", "a", "model:bert-tiny"]

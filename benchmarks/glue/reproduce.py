@@ -36,7 +36,7 @@ REPRO = Path("runs") / "repro"
 
 
 def moved(path: str) -> str:
-    """runs/glue/wnli -> runs/repro/glue/wnli: the rerun's folder for a recorded one."""
+    """runs/glue2/mrpc -> runs/repro/glue2/mrpc: the rerun's folder for a recorded one."""
     return str(REPRO / Path(path).relative_to("runs"))
 
 

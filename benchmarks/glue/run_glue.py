@@ -3,7 +3,7 @@
 Run from the repository root, in the background (resumable: a finished teacher or stage is
 reused, an interrupted one resumes from its checkpoint, a recorded cell is not redone):
 
-    nohup python benchmarks/glue/run_glue.py --jobs 2 > runs/glue.log 2>&1 &
+    nohup python benchmarks/glue/run_glue.py --jobs 2 > runs/glue2.log 2>&1 &
 
 Per task: the MiniLM-L6 teacher (`xtc finetune` of the teacher grid's best cell,
 benchmarks/teachers/results.json, in float32), then one `xtc run` of
@@ -18,7 +18,7 @@ teachers) is kept in benchmarks/glue/v1/.
 
 With ``--jobs 2`` two tasks train side by side, one thread each (OMP_NUM_THREADS=1); separate
 runner processes may also run at once: each task is claimed by one runner (a lock file in
-runs/glue/), and cells are merged into results.json under a lock.
+runs/glue2/), and cells are merged into results.json under a lock.
 """
 
 import argparse
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from xtc.provenance import source_commit
 from xtc.recipe_io import load_recipe
-from xtc.rundir import claim
+from xtc.rundir import claim, write_json
 
 HERE = Path(__file__).parent
 RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
@@ -384,7 +384,7 @@ def plot(results: dict) -> None:
 
 
 def write_outputs(results: dict) -> None:
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS, results)  # atomic: teacher_dir() reads it outside the lock
     cut = ", ".join(f"{t}: {v['epochs']} epoch per stage (eval every {v['eval_steps']} steps)" for t, v in CUT.items())
     TABLE.write_text(f"""# XTC on GLUE dev: MiniLM-L6 and its compressed students, measured on this machine (2 CPU cores)
 

@@ -116,8 +116,12 @@ def _trim_problem(stage: StageConfig, model: str | Path, arch) -> str | None:
     from xtc.models import load_tokenizer, resolve_model
     from xtc.vocab import trim_problem
 
-    local = Path(resolve_model(model)) / "tokenizer.json"  # read as is: no transformers (seconds) for a local model
-    tokenizer = json.loads(local.read_text() if local.is_file() else load_tokenizer(model).backend_tokenizer.to_str())
+    try:  # a problem loading it joins the others (one error lists them all)
+        local = Path(resolve_model(model)) / "tokenizer.json"  # read as is: no transformers (seconds) when local
+        text = local.read_text() if local.is_file() else load_tokenizer(model).backend_tokenizer.to_str()
+    except XtcError as e:
+        return str(e)
+    tokenizer = json.loads(text)
     rule = get_quant_config(stage.quant).rule_for(arch.word_embeddings) if stage.quant is not None else None
     return trim_problem(tokenizer, rule)
 
