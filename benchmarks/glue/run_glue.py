@@ -58,12 +58,13 @@ ROWS = {  # stage -> row label, in table order
 }
 PLAIN = "pretrained_l3_plain"  # not a stage of the recipe: its own `xtc finetune`
 QUANTIZED = {"l6_w2a8", "l6_w1a8", "l3_w2a8", "l3_w1a8"}
-STAGES = [stage for stage in ROWS if stage != "pretrained_l3_plain"]  # the recipe's, in table order
+STAGES = [stage for stage in ROWS if stage != PLAIN]  # the recipe's, in table order
+GLUE_RECIPE = load_recipe(HERE / "xtc-glue.yaml")  # RECIPE, read here for its stages' settings
 # SST-2 has 67k training rows (18-27x the others): one epoch per stage, evaluated every 500 steps.
 CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 TEACHER_GRID = HERE.parent / "teachers" / "results.json"  # {task: {cell: {lr, epochs, score, ...}}}
 DEFAULT_TEACHER = {"lr": "5e-5", "epochs": 10}  # tasks outside the grid (WNLI, SST-2): the presets' teacher
-MAX_PACKED_GAP = 0.1  # points: a packed file must score within this of its stage folder
+MAX_PACKED_GAP = 0.1  # points: the issue's bound between a packed file and its stage folder (the runner warns beyond)
 
 
 @contextmanager
@@ -109,7 +110,7 @@ def teacher_command(task: str) -> list[str]:
 
 def plain_command(task: str) -> list[str]:
     """paraphrase-MiniLM-L3 fine-tuned on the labels alone, at the 3L FP32 student's epochs and lr."""
-    l3 = load_recipe(HERE / "xtc-glue.yaml").stage("l3_fp32")
+    l3 = GLUE_RECIPE.stage("l3_fp32")
     epochs = CUT.get(task, {}).get("epochs", f"{l3.epochs:g}")
     return finetune_command("paraphrase-minilm-l3", task, f"{l3.lr:g}", epochs,
                             run_dir(task).with_name(f"{task.lower()}-l3-plain"))
@@ -231,14 +232,13 @@ def out_of(cmd: list[str]) -> str:
 def run_stages(task: str, todo: list[str], results: dict, commit: bool, env: dict) -> None:
     cmd = run_command(task)
     out = run_dir(task)  # (not cmd[-1]: SST-2's command ends with its budget cuts, and its stages went unrecorded)
-    recipe = load_recipe(HERE / "xtc-glue.yaml")
     print("$", shlex.join(cmd), flush=True)
     with open(Path("runs") / f"glue-{task.lower()}.log", "a") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         while True:  # record each stage as soon as its metrics.json appears
             finished = proc.poll() is not None
             for stage in list(todo):
-                if finished_stage(out / stage, recipe.stage(stage).trim_vocabulary):
+                if finished_stage(out / stage, GLUE_RECIPE.stage(stage).trim_vocabulary):
                     record(task, stage, out / stage, shlex.join(cmd), results, commit)
                     todo.remove(stage)
             if finished:

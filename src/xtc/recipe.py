@@ -192,9 +192,10 @@ class Recipe(Schema):
                     and stage.init not in names[:i]:
                 raise ValueError(f"stage {stage.name}: init {stage.init!r} is not 'previous', 'teacher', "
                                  f"'model:NAME' or an earlier stage ({', '.join(names[:i])})")
+        trimmed = {s.name for s in self.stages if s.trim_vocabulary}
         for i, stage in enumerate(self.stages[1:], 1):  # a trimmed model no longer shares the teacher's token ids
-            start = self.start_of(i)
-            if any(s.name == start and s.trim_vocabulary for s in self.stages[:i]):
+            start = self.start_of(i)  # an earlier stage's name, checked above, or model:...
+            if start in trimmed:
                 raise ValueError(f"stage {stage.name}: starts from stage {start}, which trims its vocabulary "
                                  "(trim_vocabulary); start it from an earlier stage, or trim only the last one")
         return self
