@@ -15,6 +15,12 @@ default export), compared the same way. (Tensors, not file bytes: safetensors wr
 random order, and the table's packed files also name their source folder, which exports no longer
 do.) The comparison is written to benchmarks/glue/REPRODUCED.md (one section per task) and
 reproduced.json.
+
+With ``--alongside`` it runs beside the table's own run of the task (one core each, the same CPU: bf16 and
+float32 kernels differ between CPU kinds, so a rerun on another kind of CPU is not expected to be bit for bit):
+the commands are the runner's (run_glue.py builds them), the students start once the table has recorded its
+teacher, and the comparison waits for the task's every cell and first checks that the recorded commands are
+the ones that were rerun.
 """
 
 import argparse
@@ -22,6 +28,8 @@ import json
 import os
 import shlex
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import run_glue
@@ -105,19 +113,37 @@ def markdown(task: str, entry: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wait_for(task: str, stages: list[str]) -> dict:
+    """The task's recorded cells, once the table has recorded all of ``stages``."""
+    while not all(s in (cells := load_results().get(task, {})) for s in stages):
+        time.sleep(60)
+    return cells
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, choices=run_glue.TASKS)
+    parser.add_argument("--alongside", action="store_true",
+                        help="run beside the table's run of the task (see the module's docstring)")
     args = parser.parse_args()
-    cells = load_results()[args.task]
-    commands = list(dict.fromkeys(c["command"] for c in cells.values()))  # teacher's, the run's, the plain row's
+    if args.alongside:  # the teacher's, the run's, the plain row's: as run_glue.py builds them
+        commands = [shlex.join(build(args.task)) for build in
+                    (run_glue.teacher_command, run_glue.run_command, run_glue.plain_command)]
+    else:
+        commands = list(dict.fromkeys(c["command"] for c in load_results()[args.task].values()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for command in commands:
         words = with_out_moved(command)
         if words[1] == "finetune" and (Path(moved(out_of(command))) / "metrics.json").exists():
             print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
             continue
+        if args.alongside and words[1] == "run":  # its students distil from the table's teacher
+            wait_for(args.task, ["teacher"])
         run_glue.sh(words, env=env)
+    cells = wait_for(args.task, list(ROWS)) if args.alongside else load_results()[args.task]
+    recorded = list(dict.fromkeys(c["command"] for c in cells.values()))
+    if sorted(recorded) != sorted(commands):
+        sys.exit(f"the table recorded other commands than those rerun:\n{recorded}\n{commands}")
     entry = {"commit": source_commit(), "commands": [shlex.join(with_out_moved(c)) for c in commands],
              "cells": [check_cell(stage, cells[stage]) for stage in ROWS if stage in cells]}
     done = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}

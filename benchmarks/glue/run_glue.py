@@ -6,7 +6,7 @@ reused, an interrupted one resumes from its checkpoint, a recorded cell is not r
     nohup python benchmarks/glue/run_glue.py --jobs 2 > runs/glue2.log 2>&1 &
 
 Per task: the MiniLM-L6 teacher (`xtc finetune` of the teacher grid's best cell,
-benchmarks/teachers/results.json, in float32), then one `xtc run` of
+benchmarks/teachers/results.json), then one `xtc run` of
 benchmarks/glue/xtc-glue.yaml with that teacher, whose stages are the table's rows, then the
 plain fine-tuning of paraphrase-MiniLM-L3 at the 3L student's budget. As each stage finishes,
 its cell is recorded: dev metrics, training wall time, the size of its file (quantized rows:
@@ -19,6 +19,10 @@ teachers) is kept in benchmarks/glue/v1/.
 With ``--jobs 2`` two tasks train side by side, one thread each (OMP_NUM_THREADS=1); separate
 runner processes may also run at once: each task is claimed by one runner (a lock file in
 runs/glue2/), and cells are merged into results.json under a lock.
+
+Precision: bf16 autocast on a CPU with bf16 instructions (AVX-512 BF16, AMX), else float32
+(``--precision`` to choose); every command that trains says which (``--bf16`` / ``bf16=true``), and
+a task's cells all share its teacher's precision.
 """
 
 import argparse
@@ -36,6 +40,7 @@ from pathlib import Path
 from xtc.provenance import source_commit
 from xtc.recipe_io import load_recipe
 from xtc.rundir import claim, write_json
+from xtc.train import cpu_has_bf16
 
 HERE = Path(__file__).parent
 RECIPE = "benchmarks/glue/xtc-glue.yaml"  # relative to the repository root, where the commands run
@@ -64,6 +69,7 @@ GLUE_RECIPE = load_recipe(HERE / "xtc-glue.yaml")  # RECIPE, read here for its s
 CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 TEACHER_GRID = HERE.parent / "teachers" / "results.json"  # {task: {cell: {lr, epochs, score, ...}}}
 DEFAULT_TEACHER = {"lr": "5e-5", "epochs": 10}  # tasks outside the grid (WNLI, SST-2): the presets' teacher
+PRECISION = "bf16" if cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
 MAX_PACKED_GAP = 0.1  # points: the issue's bound between a packed file and its stage folder (the runner warns beyond)
 
 
@@ -94,17 +100,24 @@ def teacher_dir(task: str) -> Path:
     if recorded:
         return Path(out_of(shlex.split(recorded["command"])))
     lr, epochs = teacher_settings(task)
-    return Path("runs") / "teachers-fp32" / task / f"lr{lr}-ep{epochs}"  # as benchmarks/teachers/fp32-check.md's
+    return Path("runs") / f"teachers-{PRECISION}" / task / f"lr{lr}-ep{epochs}"
+
+
+def task_precision(task: str) -> str:
+    """The recorded teacher's precision (a task's cells share it, also when resumed on another CPU), else PRECISION."""
+    recorded = load_results().get(task, {}).get("teacher")
+    return PRECISION if not recorded else "bf16" if "--bf16" in shlex.split(recorded["command"]) else "fp32"
 
 
 def finetune_command(model: str, task: str, lr: str, epochs: str, out: Path) -> list[str]:
     cmd = ["xtc", "finetune", "--model", model, "--task", task, "--glue-dir", GLUE, "--lr", lr, "--epochs", epochs,
            "--group-by-length", "--out", str(out)]
+    cmd += ["--bf16"] if task_precision(task) == "bf16" else []
     return cmd + (["--eval-steps", CUT[task]["eval_steps"]] if task in CUT else [])
 
 
 def teacher_command(task: str) -> list[str]:
-    """The grid cell's command in float32 (the grid ran bf16 autocast; this machine may lack bf16 instructions)."""
+    """The grid cell's command (the grid ran bf16 autocast), in this run's precision."""
     return finetune_command("minilm-l6", task, *teacher_settings(task), teacher_dir(task))
 
 
@@ -127,6 +140,7 @@ def run_command(task: str) -> list[str]:
     for stage in STAGES[1:]:
         for field, value in CUT.get(task, {}).items():
             cmd += ["--set", f"{stage}.{field}={value}"]
+        cmd += ["--set", f"{stage}.bf16=true"] if task_precision(task) == "bf16" else []
     return cmd
 
 
@@ -448,8 +462,12 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=TASKS, choices=TASKS)
     parser.add_argument("--jobs", type=int, default=1, help="tasks trained side by side")
     parser.add_argument("--no-commit", action="store_true")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto: bf16 autocast where the CPU has bf16 instructions, else float32")
     parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md and the plot")
     args = parser.parse_args()
+    global PRECISION
+    PRECISION = PRECISION if args.precision == "auto" else args.precision
     results = load_results()
     if args.report:
         write_outputs(results)
