@@ -267,7 +267,7 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
 
 
 def test_trimming_a_vocabulary_it_cannot_is_refused_before_training(tmp_path):
-    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--task", "RTE", "--out", tmp_path / "o",
+    result = xtc("run", "--recipe", "xtc-w1a8-l3", "--model", "bert-tiny", "--task", "RTE", "--out", tmp_path / "o",
                  "--set", "quantize.trim_vocabulary=true", "--set", "quantize.quant={rules: [{pattern: "
                  "'bert\\.embeddings\\.word_embeddings', weight_bits: 1, granularity: tensor}]}")
     assert result.exit_code == 2 and "trim_vocabulary: the word table is quantized with one scale" in result.stderr, \

@@ -20,7 +20,7 @@ With ``--jobs 2`` two tasks train side by side, one thread each (OMP_NUM_THREADS
 runner processes may also run at once: each task is claimed by one runner (a lock file in
 runs/glue2/), and cells are merged into results.json under a lock.
 
-Precision: bf16 autocast on a CPU with bf16 instructions (AVX-512 BF16, AMX), else float32
+Precision: bf16 autocast on a GPU or a CPU with bf16 instructions (AVX-512 BF16, AMX), else float32
 (``--precision`` to choose); every command that trains says which (``--bf16`` / ``bf16=true``), and
 a task's cells all share its teacher's precision.
 """
@@ -36,6 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from xtc.provenance import source_commit
 from xtc.recipe_io import load_recipe
@@ -69,7 +71,7 @@ GLUE_RECIPE = load_recipe(HERE / "xtc-glue.yaml")  # RECIPE, read here for its s
 CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 TEACHER_GRID = HERE.parent / "teachers" / "results.json"  # {task: {cell: {lr, epochs, score, ...}}}
 DEFAULT_TEACHER = {"lr": "5e-5", "epochs": 10}  # tasks outside the grid (WNLI, SST-2): the presets' teacher
-PRECISION = "bf16" if cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
+PRECISION = "bf16" if torch.cuda.is_available() or cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
 MAX_PACKED_GAP = 0.1  # points: the issue's bound between a packed file and its stage folder (the runner warns beyond)
 
 
@@ -397,22 +399,30 @@ def plot(results: dict) -> None:
     plt.close(fig)
 
 
+def precisions(results: dict) -> str:
+    return ", ".join(f"{t} {'bf16' if '--bf16' in shlex.split(c['teacher']['command']) else 'float32'}"
+                     for t in TASKS if "teacher" in (c := results.get(t, {}))) or "none yet"
+
+
 def write_outputs(results: dict) -> None:
     write_json(RESULTS, results)  # atomic: teacher_dir() reads it outside the lock
     cut = ", ".join(f"{t}: {v['epochs']} epoch per stage (eval every {v['eval_steps']} steps)" for t, v in CUT.items())
     TABLE.write_text(f"""# XTC on GLUE dev: MiniLM-L6 and its compressed students, measured on this machine (2 CPU cores)
 
-Made by `python benchmarks/glue/run_glue.py --jobs 2` (every cell's exact commands are in
+Made by `python benchmarks/glue/run_glue.py --jobs 1` (every cell's exact commands are in
 results.json). Teachers: `xtc finetune` of each task's best cell of the teacher grid
-([benchmarks/teachers](../teachers/RESULTS.md): lr x epochs, best dev epoch kept), re-run in
-float32; WNLI and SST-2, outside the grid, 10 epochs at lr 5e-5. Students: the stages of
+([benchmarks/teachers](../teachers/RESULTS.md): lr x epochs, best dev epoch kept), re-run;
+WNLI and SST-2, outside the grid, 10 epochs at lr 5e-5. Students: the stages of
 [xtc-glue.yaml](xtc-glue.yaml), each distilled in one stage from the teacher, with the
 presets' budgets: layer reduction and the pre-training-distilled 3L model 10 epochs at lr
 1e-4; W2A8 18 epochs at lr 5e-4; W1A8 18 epochs at lr 1e-3 from the W2A8 row, with a 2-bit
 word table trimmed to the training data's tokens. The plain fine-tuning row is `xtc finetune`
 of paraphrase-MiniLM-L3 at the 3L student's epochs and lr. Budgets cut further for {cut}.
-Length-grouped batches; float32 (no bf16 autocast). Two tasks train side by side with one
-thread each, so training times are per thread. Sizes: the FP32 safetensors file for FP32
+Length-grouped batches. Precision per task: bf16 autocast where the machine that trained it
+had bf16 instructions, else float32 (every cell's command says which: `--bf16`, `bf16=true`;
+the 1-bit ablation measured both, side by side, in the [README](../../README.md)): {precisions(results)}.
+One thread per training process (OMP_NUM_THREADS=1; on 2 cores the reproduction check of
+MRPC ran beside it), so training times are per thread. Sizes: the FP32 safetensors file for FP32
 rows; for quantized rows the default packed file (`xtc export`: kept tensors in float16,
 position embeddings and pooler as 8-bit rows, as trained and evaluated), the largest of the
 row's tasks (a trimmed word table differs by task). The teacher's file is the reference for

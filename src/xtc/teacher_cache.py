@@ -158,13 +158,14 @@ class TeacherCache:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _read(self, row: int) -> tuple:
+    def _read(self, row: int, device: torch.device) -> tuple:
+        """One example's outputs from the files, on the batch's device (the files are in host memory)."""
         arrays, tokens, scores, heads = self.stored
         t0, t1, a0, a1 = tokens[row], tokens[row + 1], scores[row], scores[row + 1]
         n = int(t1 - t0)
-        return (torch.from_numpy(np.array(arrays["logits"][row])),
-                [torch.from_numpy(np.array(arrays[f"hidden.{j}"][t0:t1])) for j in self.hidden_ids],
-                [torch.from_numpy(np.array(arrays[f"attention.{j}"][a0:a1])).view(heads, n, n)
+        return (torch.from_numpy(np.array(arrays["logits"][row])).to(device),
+                [torch.from_numpy(np.array(arrays[f"hidden.{j}"][t0:t1])).to(device) for j in self.hidden_ids],
+                [torch.from_numpy(np.array(arrays[f"attention.{j}"][a0:a1])).view(heads, n, n).to(device)
                  for j in self.attention_ids])
 
     def __call__(self, inputs: dict):
@@ -187,12 +188,12 @@ class TeacherCache:
             width = max(lengths[row] for row in missing)
             out = self._run_teacher({k: v[missing, :width] for k, v in inputs.items()})
             fresh = {row: self._entry(out, i, lengths[row]) for i, row in enumerate(missing)}
-        rows = [fresh[row] if row in fresh else self._kept(key) for row, key in enumerate(keys)]
+        rows = [fresh[row] if row in fresh else self._kept(key, mask.device) for row, key in enumerate(keys)]
         return self._pad(rows, lengths, mask.size(1))
 
-    def _kept(self, key: bytes) -> tuple:
+    def _kept(self, key: bytes, device: torch.device) -> tuple:
         entry = self.entries[key]
-        return self._read(entry) if self.stored is not None else entry
+        return self._read(entry, device) if self.stored is not None else entry
 
     @staticmethod
     def _keys(inputs: dict, lengths: list[int]) -> list[bytes]:

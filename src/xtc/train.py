@@ -15,6 +15,7 @@ step). A finished stage has ``metrics.json`` and no ``checkpoint/``.
 import importlib.util
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -110,6 +111,13 @@ def make_accelerator(out: Path, tensorboard: bool) -> Accelerator:
     GPU, processes started by a launcher (accelerate launch, torchrun) join over gloo.
     """
     options = dict(dataloader_config=DataLoaderConfiguration(split_batches=True), cpu=not torch.cuda.is_available())
+    if torch.cuda.is_available():  # the same command gives the same weights on a GPU too, as on a CPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        # attention's memory-efficient and cuDNN kernels have non-deterministic backwards (a killed run
+        # resumed on an H200 came back with other weights); flash attention and the plain one do not
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if not tensorboard:
         return Accelerator(**options)
     if importlib.util.find_spec("tensorboard") is None:
