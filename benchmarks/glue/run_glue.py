@@ -22,7 +22,9 @@ runs/glue2/), and cells are merged into results.json under a lock.
 
 Precision: bf16 autocast on a GPU or a CPU with bf16 instructions (AVX-512 BF16, AMX), else float32
 (``--precision`` to choose); every command that trains says which (``--bf16`` / ``bf16=true``), and
-a task's cells all share its teacher's precision.
+a task's cells all share its teacher's precision. On a GPU machine, ``--jobs 6`` trains the six tasks
+side by side on the one GPU (about 50 minutes on an H200, estimated from one-epoch stage times in
+benchmarks/gpu/RESULTS.md).
 """
 
 import argparse
