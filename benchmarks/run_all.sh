@@ -15,10 +15,16 @@
 # committed under benchmarks/study/ once both workers are done.
 set -euo pipefail
 GLUE=../shared/data/glue
-STUDIES=(ablation-fp32)  # its teachers are the table's (runs/teachers-fp32)
+STUDIES=(ablation-fp32)  # its float32 teachers (runs/teachers-fp32): the grid's STS-B and CoLA cells
+
+float32_teacher() {  # TASK LR: the study's teacher, unless there (the table's may be bf16 on this machine)
+    [ -f "runs/teachers-fp32/$1/lr$2-ep10/metrics.json" ] || OMP_NUM_THREADS=1 xtc finetune --model minilm-l6 --task "$1" \
+        --glue-dir "$GLUE" --lr "$2" --epochs 10 --group-by-length --out "runs/teachers-fp32/$1/lr$2-ep10"
+}
 
 worker() {
     python benchmarks/glue/run_glue.py --jobs 1
+    (flock 9; float32_teacher STS-B 5e-5; float32_teacher CoLA 1e-4) 9> runs/teachers-fp32.lock  # one worker trains them
     for study in "${STUDIES[@]}"; do
         xtc study "benchmarks/study/xtc-$study.yaml" --out "runs/$study" --jobs 1 --threads 1 --glue-dir "$GLUE"
     done

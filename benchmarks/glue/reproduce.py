@@ -18,9 +18,10 @@ reproduced.json.
 
 With ``--alongside`` it runs beside the table's own run of the task (one core each, the same CPU: bf16 and
 float32 kernels differ between CPU kinds, so a rerun on another kind of CPU is not expected to be bit for bit):
-the commands are the runner's (run_glue.py builds them), the students start once the table has recorded its
-teacher, and the comparison waits for the task's every cell and first checks that the recorded commands are
-the ones that were rerun.
+the commands are the runner's (run_glue.py builds them; give the runner's --precision if it had one), the
+students start once the table has recorded its teacher (made by the same command, else it stops there), and
+the comparison waits for the task's every cell and first checks that the recorded commands are the ones that
+were rerun. Start the table's runner first: the waits end with an error when no runner holds the task.
 """
 
 import argparse
@@ -37,6 +38,7 @@ from run_glue import QUANTIZED, ROWS, load_results, main_metric
 from safetensors.numpy import load_file
 
 from xtc.provenance import source_commit
+from xtc.rundir import claim
 
 HERE = Path(__file__).parent
 JSON_OUT, MD_OUT = HERE / "reproduced.json", HERE / "REPRODUCED.md"
@@ -114,10 +116,29 @@ def markdown(task: str, entry: dict) -> str:
 
 
 def wait_for(task: str, stages: list[str]) -> dict:
-    """The task's recorded cells, once the table has recorded all of ``stages``."""
-    while not all(s in (cells := load_results().get(task, {})) for s in stages):
+    """The task's recorded cells, once the table has recorded all of ``stages``; an error if the table's runner
+    is not training the task (its lock is free) and they are not all there."""
+    while True:
+        cells = load_results().get(task, {})
+        if all(s in cells for s in stages):
+            return cells
+        with claim(run_glue.run_dir(task).with_suffix(".lock"), wait=False) as free:
+            cells = load_results().get(task, {})  # (the runner may have recorded the last one and let go)
+            missing = [s for s in stages if s not in cells]
+            if free and missing:
+                sys.exit(f"{task}: no table runner is training it, and it has not recorded {', '.join(missing)}: "
+                         "start run_glue.py for it first")
+            if not missing:
+                return cells
         time.sleep(60)
-    return cells
+
+
+def rerun(command: str, env: dict) -> None:
+    words = with_out_moved(command)
+    if words[1] == "finetune" and (Path(moved(out_of(command))) / "metrics.json").exists():
+        print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
+        return
+    run_glue.sh(words, env=env)
 
 
 def main() -> None:
@@ -125,21 +146,24 @@ def main() -> None:
     parser.add_argument("--task", required=True, choices=run_glue.TASKS)
     parser.add_argument("--alongside", action="store_true",
                         help="run beside the table's run of the task (see the module's docstring)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="with --alongside: the table runner's --precision")
     args = parser.parse_args()
-    if args.alongside:  # the teacher's, the run's, the plain row's: as run_glue.py builds them
-        commands = [shlex.join(build(args.task)) for build in
-                    (run_glue.teacher_command, run_glue.run_command, run_glue.plain_command)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if args.alongside:  # the teacher's, the run's, the plain row's, as run_glue.py builds them
+        run_glue.PRECISION = run_glue.PRECISION if args.precision == "auto" else args.precision
+        commands = [shlex.join(run_glue.teacher_command(args.task))]
+        rerun(commands[0], env)
+        recorded = wait_for(args.task, ["teacher"])["teacher"]["command"]  # the students distil from its folder
+        if recorded != commands[0]:
+            sys.exit(f"the table's teacher was made by another command than the one rerun:\n{recorded}\n{commands[0]}")
+        commands += [shlex.join(run_glue.run_command(args.task)), shlex.join(run_glue.plain_command(args.task))]
+        for command in commands[1:]:
+            rerun(command, env)
     else:
         commands = list(dict.fromkeys(c["command"] for c in load_results()[args.task].values()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for command in commands:
-        words = with_out_moved(command)
-        if words[1] == "finetune" and (Path(moved(out_of(command))) / "metrics.json").exists():
-            print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
-            continue
-        if args.alongside and words[1] == "run":  # its students distil from the table's teacher
-            wait_for(args.task, ["teacher"])
-        run_glue.sh(words, env=env)
+        for command in commands:
+            rerun(command, env)
     cells = wait_for(args.task, list(ROWS)) if args.alongside else load_results()[args.task]
     recorded = list(dict.fromkeys(c["command"] for c in cells.values()))
     if sorted(recorded) != sorted(commands):

@@ -3,7 +3,7 @@
 Run from the repository root, in the background (resumable: a finished teacher or stage is
 reused, an interrupted one resumes from its checkpoint, a recorded cell is not redone):
 
-    nohup python benchmarks/glue/run_glue.py --jobs 2 > runs/glue2.log 2>&1 &
+    nohup python benchmarks/glue/run_glue.py --jobs 1 > runs/glue2.log 2>&1 &
 
 Per task: the MiniLM-L6 teacher (`xtc finetune` of the teacher grid's best cell,
 benchmarks/teachers/results.json), then one `xtc run` of
@@ -73,7 +73,7 @@ GLUE_RECIPE = load_recipe(HERE / "xtc-glue.yaml")  # RECIPE, read here for its s
 CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 TEACHER_GRID = HERE.parent / "teachers" / "results.json"  # {task: {cell: {lr, epochs, score, ...}}}
 DEFAULT_TEACHER = {"lr": "5e-5", "epochs": 10}  # tasks outside the grid (WNLI, SST-2): the presets' teacher
-PRECISION = "bf16" if torch.cuda.is_available() or cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
+PRECISION = "bf16" if (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
 MAX_PACKED_GAP = 0.1  # points: the issue's bound between a packed file and its stage folder (the runner warns beyond)
 
 
@@ -226,7 +226,7 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
     if "teacher" not in results.get(task, {}):
         cmd = teacher_command(task)
         sh(cmd, env=env)
-        record(task, "teacher", teacher_dir(task), shlex.join(cmd), results, commit)
+        record(task, "teacher", Path(out_of(cmd)), shlex.join(cmd), results, commit)
     todo = [s for s in STAGES[1:] if s not in results.get(task, {})]
     if todo:
         run_stages(task, todo, results, commit, env)
@@ -409,7 +409,7 @@ def precisions(results: dict) -> str:
 def write_outputs(results: dict) -> None:
     write_json(RESULTS, results)  # atomic: teacher_dir() reads it outside the lock
     cut = ", ".join(f"{t}: {v['epochs']} epoch per stage (eval every {v['eval_steps']} steps)" for t, v in CUT.items())
-    TABLE.write_text(f"""# XTC on GLUE dev: MiniLM-L6 and its compressed students, measured on this machine (2 CPU cores)
+    TABLE.write_text(f"""# XTC on GLUE dev: MiniLM-L6 and its compressed students, measured on this project's 2-core CPU machines
 
 Made by `python benchmarks/glue/run_glue.py --jobs 1` (every cell's exact commands are in
 results.json). Teachers: `xtc finetune` of each task's best cell of the teacher grid
@@ -423,8 +423,8 @@ of paraphrase-MiniLM-L3 at the 3L student's epochs and lr. Budgets cut further f
 Length-grouped batches. Precision per task: bf16 autocast where the machine that trained it
 had bf16 instructions, else float32 (every cell's command says which: `--bf16`, `bf16=true`;
 the 1-bit ablation measured both, side by side, in the [README](../../README.md)): {precisions(results)}.
-One thread per training process (OMP_NUM_THREADS=1; on 2 cores the reproduction check of
-MRPC ran beside it), so training times are per thread. Sizes: the FP32 safetensors file for FP32
+One thread per training process (OMP_NUM_THREADS=1; MRPC's reproduction check ran beside
+it on the other core), so training times are per thread. Sizes: the FP32 safetensors file for FP32
 rows; for quantized rows the default packed file (`xtc export`: kept tensors in float16,
 position embeddings and pooler as 8-bit rows, as trained and evaluated), the largest of the
 row's tasks (a trimmed word table differs by task). The teacher's file is the reference for
@@ -475,7 +475,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="tasks trained side by side")
     parser.add_argument("--no-commit", action="store_true")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                        help="auto: bf16 autocast where the CPU has bf16 instructions, else float32")
+                        help="auto: bf16 autocast on a GPU with bf16 or a CPU with bf16 instructions, else float32")
     parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md and the plot")
     args = parser.parse_args()
     global PRECISION

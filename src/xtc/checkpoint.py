@@ -27,8 +27,8 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: di
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generators
-        tensors.update({f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    if torch.cuda.is_available():  # dropout on a GPU draws from its generator (every process's runs alike)
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     np_state = np.random.get_state()
     state = {
         "trainer": trainer_state,
@@ -71,9 +71,8 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
+    if "rng.cuda" in tensors and torch.cuda.is_available():  # each process's own GPU
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     version, internal, gauss = state["rng_python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, *rest = state["rng_numpy"]

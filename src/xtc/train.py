@@ -114,10 +114,11 @@ def make_accelerator(out: Path, tensorboard: bool) -> Accelerator:
     if torch.cuda.is_available():  # the same command gives the same weights on a GPU too, as on a CPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace
         torch.use_deterministic_algorithms(True, warn_only=True)
-        # attention's memory-efficient and cuDNN kernels have non-deterministic backwards (a killed run
-        # resumed on an H200 came back with other weights); flash attention and the plain one do not
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
-        torch.backends.cuda.enable_cudnn_sdp(False)
+        # attention's fused kernels (memory-efficient, cuDNN, flash) have non-deterministic backwards unless
+        # deterministic algorithms are enforced, which would also fail on ops that lack such a path; a killed
+        # run resumed on an H200 came back with other weights. The plain (math) attention is deterministic.
+        for backend in ("mem_efficient", "cudnn", "flash"):
+            getattr(torch.backends.cuda, f"enable_{backend}_sdp")(False)
     if not tensorboard:
         return Accelerator(**options)
     if importlib.util.find_spec("tensorboard") is None:
