@@ -146,12 +146,12 @@ def main() -> None:
     parser.add_argument("--task", required=True, choices=run_glue.TASKS)
     parser.add_argument("--alongside", action="store_true",
                         help="run beside the table's run of the task (see the module's docstring)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    parser.add_argument("--precision", choices=run_glue.PRECISIONS, default="auto",
                         help="with --alongside: the table runner's --precision")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.alongside:  # the teacher's, the run's, the plain row's, as run_glue.py builds them
-        run_glue.PRECISION = run_glue.PRECISION if args.precision == "auto" else args.precision
+        run_glue.choose_precision(args.precision)
         commands = [shlex.join(run_glue.teacher_command(args.task))]
         rerun(commands[0], env)
         recorded = wait_for(args.task, ["teacher"])["teacher"]["command"]  # the students distil from its folder

@@ -73,7 +73,8 @@ GLUE_RECIPE = load_recipe(HERE / "xtc-glue.yaml")  # RECIPE, read here for its s
 CUT = {"SST-2": {"epochs": "1", "eval_steps": "500"}}
 TEACHER_GRID = HERE.parent / "teachers" / "results.json"  # {task: {cell: {lr, epochs, score, ...}}}
 DEFAULT_TEACHER = {"lr": "5e-5", "epochs": 10}  # tasks outside the grid (WNLI, SST-2): the presets' teacher
-PRECISION = "bf16" if (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or cpu_has_bf16() else "fp32"  # main()'s --precision may change it before any command is built
+PRECISION = "bf16" if (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or cpu_has_bf16() else "fp32"
+PRECISIONS = ["auto", "bf16", "fp32"]  # --precision's choices; choose_precision() sets PRECISION before any command
 MAX_PACKED_GAP = 0.1  # points: the issue's bound between a packed file and its stage folder (the runner warns beyond)
 
 
@@ -107,10 +108,19 @@ def teacher_dir(task: str) -> Path:
     return Path("runs") / f"teachers-{PRECISION}" / task / f"lr{lr}-ep{epochs}"
 
 
+def choose_precision(choice: str) -> None:
+    global PRECISION
+    PRECISION = PRECISION if choice == "auto" else choice
+
+
+def command_precision(command: str) -> str:
+    return "bf16" if "--bf16" in shlex.split(command) else "fp32"
+
+
 def task_precision(task: str) -> str:
     """The recorded teacher's precision (a task's cells share it, also when resumed on another CPU), else PRECISION."""
     recorded = load_results().get(task, {}).get("teacher")
-    return PRECISION if not recorded else "bf16" if "--bf16" in shlex.split(recorded["command"]) else "fp32"
+    return command_precision(recorded["command"]) if recorded else PRECISION
 
 
 def finetune_command(model: str, task: str, lr: str, epochs: str, out: Path) -> list[str]:
@@ -402,7 +412,7 @@ def plot(results: dict) -> None:
 
 
 def precisions(results: dict) -> str:
-    return ", ".join(f"{t} {'bf16' if '--bf16' in shlex.split(c['teacher']['command']) else 'float32'}"
+    return ", ".join(f"{t} {command_precision(c['teacher']['command'])}"
                      for t in TASKS if "teacher" in (c := results.get(t, {}))) or "none yet"
 
 
@@ -474,12 +484,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=TASKS, choices=TASKS)
     parser.add_argument("--jobs", type=int, default=1, help="tasks trained side by side")
     parser.add_argument("--no-commit", action="store_true")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 autocast on a GPU with bf16 or a CPU with bf16 instructions, else float32")
     parser.add_argument("--report", action="store_true", help="only rewrite RESULTS.md and the plot")
     args = parser.parse_args()
-    global PRECISION
-    PRECISION = PRECISION if args.precision == "auto" else args.precision
+    choose_precision(args.precision)
     results = load_results()
     if args.report:
         write_outputs(results)
