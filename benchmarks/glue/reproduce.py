@@ -6,7 +6,7 @@ Run from the repository root, in the background (the commands resume like the ta
 
 Each training command of results.json (the teacher's `xtc finetune`, the task's `xtc run`, the plain
 fine-tuning row's `xtc finetune`) is run
-again exactly as recorded, one thread as in the table, with only its --out moved under
+again exactly as recorded, with the thread count of its cells, with only its --out moved under
 runs/repro/ (the student stages still distil from the recorded teacher folder, as recorded). Then
 per cell: the weight file's tensors against the original folder's, bit for bit (when it is on this
 machine), the dev score by the recorded `xtc eval` command on the new folder against the recorded
@@ -22,6 +22,12 @@ the commands are the runner's (run_glue.py builds them; give the runner's --prec
 students start once the table has recorded its teacher (made by the same command, else it stops there), and
 the comparison waits for the task's every cell and first checks that the recorded commands are the ones that
 were rerun. Start the table's runner first: the waits end with an error when no runner holds the task.
+
+``--stages`` reruns only the commands that made the given cells (`xtc run` skips the stages already in its
+folder) and replaces their rows in the task's comparison, keeping the others'. Each rerun uses the thread count its
+cells were trained with (a cell's ``threads`` in results.json, 1 where absent: training, export and evaluation are
+not bit for bit the same across thread counts); cells of different thread counts are rerun with one ``--stages``
+each.
 """
 
 import argparse
@@ -102,9 +108,10 @@ def check_cell(stage: str, cell: dict) -> dict:
 
 
 def markdown(task: str, entry: dict) -> str:
-    ran = f"Rerun by xtc commit {entry['commit']}: `python benchmarks/glue/reproduce.py --task {task}`, which ran:"
-    lines = [f"## {task}", "", ran, ""]
-    lines += [f"    OMP_NUM_THREADS=1 {c}" for c in entry["commands"]]
+    lines = [f"## {task}", "", "Rerun by:", ""]
+    lines += [f"- `{r['command']}` (xtc commit {r['commit']}): {', '.join(ROWS[s] for s in r['stages'])}"
+              + (f". {r['note']}" if r.get("note") else "") for r in entry["reruns"]]
+    lines += ["", "which ran:", ""] + [f"    {c}" for c in entry["commands"]]
     lines += ["", "| row | recorded (commit) | rerun | weights | packed: recorded | rerun | packed tensors |",
               "|---|---|---|---|---|---|---|"]
     for r in entry["cells"]:
@@ -112,7 +119,27 @@ def markdown(task: str, entry: dict) -> str:
                   f"{r['packed_weights']}") if "packed_score" in r else "- | - | -"
         lines.append(f"| {ROWS[r['stage']]} | {r['recorded']:.2f} ({r['recorded_commit']}) | {r['score']:.2f} | "
                      f"{r['weights']} | {packed} |")
-    return "\n".join(lines) + "\n"
+    missing = [ROWS[s] for s in ROWS if s not in {r["stage"] for r in entry["cells"]}]
+    return "\n".join(lines) + "\n" + (f"\nNot rerun yet: {', '.join(missing)}.\n" if missing else "")
+
+
+def merged(previous: dict | None, entry: dict) -> dict:
+    """The task's comparison with ``entry``'s cells replacing the previous ones of the same stages, in table order."""
+    if previous is None:
+        return entry
+    cells = {c["stage"]: c for c in previous["cells"]} | {c["stage"]: c for c in entry["cells"]}
+    return {"reruns": previous["reruns"] + entry["reruns"],
+            "commands": list(dict.fromkeys(previous["commands"] + entry["commands"])),
+            "cells": [cells[s] for s in ROWS if s in cells]}
+
+
+def threads_of(cells: dict, stages: list[str]) -> int:
+    """The one thread count the stages were trained with; an error if they differ."""
+    counts = {cells[s].get("threads", 1) for s in stages}
+    if len(counts) > 1:
+        by = ", ".join(f"{s}: {cells[s].get('threads', 1)}" for s in stages)
+        sys.exit(f"these cells were trained with different thread counts ({by}): rerun them with one --stages each")
+    return counts.pop()
 
 
 def wait_for(task: str, stages: list[str]) -> dict:
@@ -133,12 +160,12 @@ def wait_for(task: str, stages: list[str]) -> dict:
         time.sleep(60)
 
 
-def rerun(command: str, env: dict) -> None:
+def rerun(command: str) -> None:
     words = with_out_moved(command)
     if words[1] == "finetune" and (Path(moved(out_of(command))) / "metrics.json").exists():
         print(f"finished earlier: {shlex.join(words)}")  # (`xtc run` skips its finished stages itself)
         return
-    run_glue.sh(words, env=env)
+    run_glue.sh(words)
 
 
 def main() -> None:
@@ -148,34 +175,48 @@ def main() -> None:
                         help="run beside the table's run of the task (see the module's docstring)")
     parser.add_argument("--precision", choices=run_glue.PRECISIONS, default="auto",
                         help="with --alongside: the table runner's --precision")
+    parser.add_argument("--stages", nargs="+", choices=list(ROWS),
+                        help="only these recorded cells: rerun what made them, replace their rows (not with --alongside)")
     args = parser.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if args.alongside:  # the teacher's, the run's, the plain row's, as run_glue.py builds them
+    if args.stages and args.alongside:
+        parser.error("--stages reruns recorded cells: not with --alongside")
+    if args.alongside:  # the teacher's, the run's, the plain row's, as run_glue.py builds them (one thread each)
+        os.environ["OMP_NUM_THREADS"] = "1"
         run_glue.choose_precision(args.precision)
         commands = [shlex.join(run_glue.teacher_command(args.task))]
-        rerun(commands[0], env)
+        rerun(commands[0])
         recorded = wait_for(args.task, ["teacher"])["teacher"]["command"]  # the students distil from its folder
         if recorded != commands[0]:
             sys.exit(f"the table's teacher was made by another command than the one rerun:\n{recorded}\n{commands[0]}")
         commands += [shlex.join(run_glue.run_command(args.task)), shlex.join(run_glue.plain_command(args.task))]
         for command in commands[1:]:
-            rerun(command, env)
+            rerun(command)
+        cells = wait_for(args.task, list(ROWS))
+        recorded = list(dict.fromkeys(c["command"] for c in cells.values()))
+        if sorted(recorded) != sorted(commands):
+            sys.exit(f"the table recorded other commands than those rerun:\n{recorded}\n{commands}")
+        stages = list(ROWS)
     else:
-        commands = list(dict.fromkeys(c["command"] for c in load_results()[args.task].values()))
+        cells = load_results().get(args.task, {})
+        stages = args.stages or [s for s in ROWS if s in cells]
+        if missing := [s for s in stages if s not in cells]:
+            sys.exit(f"{args.task} has no recorded {', '.join(missing)}: nothing to rerun")
+        os.environ["OMP_NUM_THREADS"] = str(threads_of(cells, stages))  # the reruns, exports and evaluations
+        commands = list(dict.fromkeys(cells[s]["command"] for s in stages))
         for command in commands:
-            rerun(command, env)
-    cells = wait_for(args.task, list(ROWS)) if args.alongside else load_results()[args.task]
-    recorded = list(dict.fromkeys(c["command"] for c in cells.values()))
-    if sorted(recorded) != sorted(commands):
-        sys.exit(f"the table recorded other commands than those rerun:\n{recorded}\n{commands}")
-    entry = {"commit": source_commit(), "commands": [shlex.join(with_out_moved(c)) for c in commands],
-             "cells": [check_cell(stage, cells[stage]) for stage in ROWS if stage in cells]}
+            rerun(command)
+    threads = os.environ["OMP_NUM_THREADS"]
+    entry = {"reruns": [{"command": shlex.join(["python", "benchmarks/glue/reproduce.py", *sys.argv[1:]]),
+                         "commit": source_commit(), "stages": stages}],
+             "commands": [f"OMP_NUM_THREADS={threads} {shlex.join(with_out_moved(c))}" for c in commands],
+             "cells": [check_cell(stage, cells[stage]) for stage in stages]}
     done = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
-    done[args.task] = entry
+    done[args.task] = merged(done.get(args.task) if args.stages else None, entry)
     JSON_OUT.write_text(json.dumps(done, indent=2) + "\n")
     MD_OUT.write_text("# GLUE cells rerun from their recorded commands\n\n"
                       "Each task's training commands from results.json, run again into runs/repro/ "
-                      "(`benchmarks/glue/reproduce.py`), then evaluated and exported by the recorded commands. "
+                      "(`benchmarks/glue/reproduce.py`), then evaluated and exported by the recorded commands, "
+                      "with the thread count the cells were trained with. "
                       "\"identical\": every tensor of the file is bit for bit the recorded run's.\n\n"
                       + "\n".join(markdown(t, e) for t, e in done.items()))
     print(MD_OUT.read_text())

@@ -182,7 +182,8 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
     metrics = json.loads((folder / "metrics.json").read_text())
     dev, eval_command = evaluate(folder, task)
     cell = {"command": command, "eval_command": eval_command, "dev": dev, "score": main_metric(dev)[1],
-            "training_dev": metrics["dev"], "wall_time_s": metrics["wall_time_s"], "xtc_commit": source_commit()}
+            "training_dev": metrics["dev"], "wall_time_s": metrics["wall_time_s"], "xtc_commit": source_commit(),
+            "threads": threads()}
     if stage in QUANTIZED:  # the default export: the file users get, and the model the stage scored
         packed = folder.with_name(f"{stage}.packed")
         export = ["xtc", "export", str(folder), "--out", str(packed)]
@@ -231,12 +232,21 @@ def run_task(task: str, results: dict, commit: bool) -> None:
         run_claimed_task(task, results, commit)
 
 
+def threads() -> int:
+    """The thread count of every command this runner starts (training, export, evaluation): their results are bit
+    for bit the same only at the same count, so each cell records it (cells recorded without it used 1)."""
+    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
 def run_claimed_task(task: str, results: dict, commit: bool) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    os.environ["OMP_NUM_THREADS"] = str(threads())
+    env = dict(os.environ)
     if "teacher" not in results.get(task, {}):
         cmd = teacher_command(task)
         sh(cmd, env=env)
         record(task, "teacher", Path(out_of(cmd)), shlex.join(cmd), results, commit)
+    elif not (teacher_dir(task) / "metrics.json").exists():  # runs/ is not in git: a fresh checkout lacks it
+        remake_teacher(task, results[task]["teacher"], env)
     todo = [s for s in STAGES[1:] if s not in results.get(task, {})]
     if todo:
         run_stages(task, todo, results, commit, env)
@@ -244,6 +254,16 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
         cmd = plain_command(task)
         sh(cmd, env=env)
         record(task, PLAIN, Path(out_of(cmd)), shlex.join(cmd), results, commit)
+
+
+def remake_teacher(task: str, cell: dict, env: dict) -> None:
+    """The recorded teacher, trained again by its recorded command for the stages still to run; it must score as
+    recorded (the recorded students distilled from it), else they would distil from another model."""
+    sh(shlex.split(cell["command"]), env=env)
+    score = main_metric(evaluate(Path(out_of(shlex.split(cell["command"]))), task)[0])[1]
+    if score != cell["score"]:
+        raise RuntimeError(f"{task}: the teacher made again scores {score:.4f}, the recorded one {cell['score']:.4f} "
+                           "(another kind of CPU?): its remaining students would distil from another model")
 
 
 def finished_stage(folder: Path, trims: bool) -> bool:
