@@ -158,14 +158,14 @@ class TeacherCache:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _read(self, row: int, device: torch.device) -> tuple:
-        """One example's outputs from the files, on the batch's device (the files are in host memory)."""
+    def _read(self, row: int) -> tuple:
+        """One example's outputs from the files, in host memory."""
         arrays, tokens, scores, heads = self.stored
         t0, t1, a0, a1 = tokens[row], tokens[row + 1], scores[row], scores[row + 1]
         n = int(t1 - t0)
-        return (torch.from_numpy(np.array(arrays["logits"][row])).to(device),
-                [torch.from_numpy(np.array(arrays[f"hidden.{j}"][t0:t1])).to(device) for j in self.hidden_ids],
-                [torch.from_numpy(np.array(arrays[f"attention.{j}"][a0:a1])).view(heads, n, n).to(device)
+        return (torch.from_numpy(np.array(arrays["logits"][row])),
+                [torch.from_numpy(np.array(arrays[f"hidden.{j}"][t0:t1])) for j in self.hidden_ids],
+                [torch.from_numpy(np.array(arrays[f"attention.{j}"][a0:a1])).view(heads, n, n)
                  for j in self.attention_ids])
 
     def __call__(self, inputs: dict):
@@ -183,17 +183,20 @@ class TeacherCache:
         self.misses += len(missing)
         if len(missing) == len(keys):
             return self._run_teacher(inputs)
+        # entries kept in files are read into host memory: the batch is padded there and moved to the batch's
+        # device (a GPU) in one copy per output, not one per example
+        home = torch.device("cpu") if self.stored is not None else mask.device
         fresh = {}
         if missing:  # run the teacher on the examples not kept, cut to their longest
             width = max(lengths[row] for row in missing)
             out = self._run_teacher({k: v[missing, :width] for k, v in inputs.items()})
-            fresh = {row: self._entry(out, i, lengths[row]) for i, row in enumerate(missing)}
-        rows = [fresh[row] if row in fresh else self._kept(key, mask.device) for row, key in enumerate(keys)]
-        return self._pad(rows, lengths, mask.size(1))
+            fresh = {row: self._entry(out, i, lengths[row], home) for i, row in enumerate(missing)}
+        rows = [fresh[row] if row in fresh else self._kept(key) for row, key in enumerate(keys)]
+        return self._pad(rows, lengths, mask.size(1), mask.device)
 
-    def _kept(self, key: bytes, device: torch.device) -> tuple:
+    def _kept(self, key: bytes) -> tuple:
         entry = self.entries[key]
-        return self._read(entry, device) if self.stored is not None else entry
+        return self._read(entry) if self.stored is not None else entry
 
     @staticmethod
     def _keys(inputs: dict, lengths: list[int]) -> list[bytes]:
@@ -203,13 +206,15 @@ class TeacherCache:
             else None
         return [_key(ids[row, :n], types[row, :n] if types is not None else None) for row, n in enumerate(lengths)]
 
-    def _entry(self, out, row: int, n: int) -> tuple:
-        return (out.logits[row].clone(),
-                [out.hidden_states[j][row, :n].clone() for j in self.hidden_ids],
-                [out.attentions[j][row, :, :n, :n].clone() for j in self.attention_ids])
+    def _entry(self, out, row: int, n: int, device: torch.device | None = None) -> tuple:
+        """One example's outputs, copied (on ``device`` if given, else where the teacher ran)."""
+        return (out.logits[row].to(device, copy=True),
+                [out.hidden_states[j][row, :n].to(device, copy=True) for j in self.hidden_ids],
+                [out.attentions[j][row, :, :n, :n].to(device, copy=True) for j in self.attention_ids])
 
-    def _pad(self, rows: list[tuple], lengths: list[int], seq: int) -> SimpleNamespace:
-        """The batch's outputs from per-example entries; padded positions are zeros (the loss masks them)."""
+    def _pad(self, rows: list[tuple], lengths: list[int], seq: int, device: torch.device) -> SimpleNamespace:
+        """The batch's outputs on ``device`` from per-example entries; padded positions are zeros (the loss masks
+        them)."""
         batch = len(rows)
         hidden_states = attentions = None
         if self.hidden_ids:
@@ -218,13 +223,13 @@ class TeacherCache:
                 states = rows[0][1][i].new_zeros(batch, seq, rows[0][1][i].size(-1))  # (batch, seq, H)
                 for row, (entry, n) in enumerate(zip(rows, lengths)):
                     states[row, :n] = entry[1][i]
-                hidden_states[j] = states
+                hidden_states[j] = states.to(device)
         if self.attention_ids:
             attentions = [None] * (max(self.attention_ids) + 1)
             for i, j in enumerate(self.attention_ids):
                 scores = rows[0][2][i].new_zeros(batch, rows[0][2][i].size(0), seq, seq)  # (batch, heads, seq, seq)
                 for row, (entry, n) in enumerate(zip(rows, lengths)):
                     scores[row, :, :n, :n] = entry[2][i]
-                attentions[j] = scores
-        logits = torch.stack([entry[0] for entry in rows])  # (batch, labels)
+                attentions[j] = scores.to(device)
+        logits = torch.stack([entry[0] for entry in rows]).to(device)  # (batch, labels)
         return SimpleNamespace(logits=logits, hidden_states=hidden_states, attentions=attentions)
