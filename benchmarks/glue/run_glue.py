@@ -259,8 +259,9 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
 def remake_teacher(task: str, cell: dict, env: dict) -> None:
     """The recorded teacher, trained again by its recorded command for the stages still to run; it must score as
     recorded (the recorded students distilled from it), else they would distil from another model."""
-    sh(shlex.split(cell["command"]), env=env)
-    score = main_metric(evaluate(Path(out_of(shlex.split(cell["command"]))), task)[0])[1]
+    cmd = shlex.split(cell["command"])
+    sh(cmd, env=env)
+    score = main_metric(evaluate(Path(out_of(cmd)), task)[0])[1]
     if score != cell["score"]:
         raise RuntimeError(f"{task}: the teacher made again scores {score:.4f}, the recorded one {cell['score']:.4f} "
                            "(another kind of CPU?): its remaining students would distil from another model")
