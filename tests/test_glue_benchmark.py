@@ -110,3 +110,16 @@ def test_recorded_commands_move_to_the_rerun_folder():
     words = reproduce.with_out_moved(command)
     assert words[words.index("--out") + 1] == "runs/repro/glue2/mrpc"
     assert words[words.index("--teacher") + 1] == "runs/teachers-bf16/MRPC/lr1e-4-ep3"  # distils from the recorded one
+
+
+def test_a_trimming_stage_counts_as_finished_once_trimmed_to_the_recipes_rows(tmp_path):
+    """metrics.json is written when training ends, then again by the trim: a cell is recorded only after the
+    trim with the recipe's vocabulary_rows (an earlier trim with other rows is redone by `xtc run`)."""
+    stage = run_glue.GLUE_RECIPE.stage("l3_w1a8")
+    assert stage.trim_vocabulary and stage.vocabulary_rows == 24000
+    assert not run_glue.finished_stage(tmp_path, stage)
+    for vocabulary, finished in [(None, False), ({"kept": 13452, "rows": None}, False), ({"kept": 13452}, False),
+                                 ({"kept": 24000, "rows": 24000}, True)]:
+        run_glue.write_json(tmp_path / "metrics.json", {"dev": {}} | ({"vocabulary": vocabulary} if vocabulary else {}))
+        assert run_glue.finished_stage(tmp_path, stage) is finished
+    assert run_glue.finished_stage(tmp_path, run_glue.GLUE_RECIPE.stage("l3_w2a8"))  # no trim: metrics.json is enough

@@ -235,9 +235,10 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
     from xtc.size import packed_size_bytes
 
     teacher, _ = run_dir
+    only_training_tokens = ("--set", "quantize.trim_vocabulary=true", "--set", "quantize.vocabulary_rows=null")
     result = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
                  "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
-                 "--set", "quantize.trim_vocabulary=true")
+                 *only_training_tokens)
     assert result.exit_code == 0, result.output
     stage = tmp_path / "t" / "quantize"
     metrics = json.loads((stage / "metrics.json").read_text())
@@ -260,10 +261,20 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
     write_json(stage / "metrics.json", {k: v for k, v in metrics.items() if k != "vocabulary"})
     again = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
                 "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
-                "--set", "quantize.trim_vocabulary=true")
+                *only_training_tokens)
     assert again.exit_code == 0, again.output
     assert json.loads((stage / "metrics.json").read_text()) == metrics
     assert json.loads((stage / "config.json").read_text())["vocab_size"] == kept
+    # another row budget (the preset's own) trims the trained model again, without training it again
+    trained = (stage / "train_log.jsonl").read_text()
+    filled = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
+                 "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",
+                 "--set", "quantize.vocabulary_rows=8000")
+    assert filled.exit_code == 0, filled.output
+    refilled = json.loads((stage / "metrics.json").read_text())
+    assert refilled["vocabulary"]["kept"] == 8000 == json.loads((stage / "config.json").read_text())["vocab_size"]
+    assert refilled["vocabulary"]["rows"] == 8000 and (stage / "train_log.jsonl").read_text() == trained
+    assert refilled["vocabulary"]["dev_full_vocabulary"] == metrics["vocabulary"]["dev_full_vocabulary"]
 
 
 def test_trimming_a_vocabulary_it_cannot_is_refused_before_training(tmp_path):

@@ -72,3 +72,23 @@ def test_one_scale_for_the_whole_word_table_is_refused(tmp_path):
 
 def test_a_bpe_tokenizer_is_refused():
     assert "needs a WordPiece tokenizer" in trim_problem({"model": {"type": "BPE", "vocab": {}, "merges": []}}, None)
+
+
+def test_a_row_budget_fills_the_table_with_the_most_frequent_tokens(tmp_path, glue_dir):
+    """vocabulary_rows: the training data's tokens, then the lowest other ids (WordPiece lists tokens by
+    frequency), never the [unused...] placeholders; text made of the added tokens is no longer split."""
+    full = saved(tmp_path)
+    tokenizer = load_tokenizer(full)
+    used = set(tokenizer("the cat sat")["input_ids"])
+    trimmed_only = trim_vocabulary(full, tmp_path / "only", used)["kept"]
+    info = trim_vocabulary(full, tmp_path / "filled", used, rows=trimmed_only + 500)
+    assert info["kept"] == trimmed_only + 500
+    filled = load_tokenizer(tmp_path / "filled")
+    assert load_tokenizer(tmp_path / "only").tokenize("the first cat") == ["the", "f", "##i", "##r", "##s", "##t", "cat"]
+    assert filled.tokenize("the first cat") == ["the", "first", "cat"]  # "first" (id 2034) is among the 500 most frequent
+    vocab = filled.get_vocab()
+    assert "of" in vocab and "and" in vocab and not any(t.startswith("[unused") for t in vocab)
+    added = set(vocab) - set(load_tokenizer(tmp_path / "only").get_vocab())
+    assert max(tokenizer.convert_tokens_to_ids(sorted(added))) < 2600  # the lowest ids ("the" is 1996), not any 500
+    # the training data's tokens stay even when they alone pass the budget
+    assert trim_vocabulary(full, tmp_path / "small", used, rows=10)["kept"] == trimmed_only

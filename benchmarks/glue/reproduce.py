@@ -97,9 +97,8 @@ def check_cell(stage: str, cell: dict) -> dict:
     if stage in QUANTIZED:
         packed = cell["packed"]
         old_packed, new_packed = f"{old}.packed", moved(f"{old}.packed")
-        if not (Path(new_packed) / "packed.safetensors").exists():
-            run_glue.sh(replace_paths(packed["export_command"], {old: new, old_packed: new_packed}),
-                        stdout=subprocess.DEVNULL)
+        run_glue.export_once(Path(new), Path(new_packed),
+                             replace_paths(packed["export_command"], {old: new, old_packed: new_packed}))
         row["packed_recorded"] = packed["score"]
         row["packed_score"] = eval_score(replace_paths(packed["eval_command"], {old_packed: new_packed}))
         row["packed_weights"] = same_tensors(Path(old_packed) / "packed.safetensors",

@@ -30,6 +30,7 @@ benchmarks/gpu/RESULTS.md).
 import argparse
 import json
 import os
+import shutil
 import shlex
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from pathlib import Path
 import torch
 
 from xtc.provenance import source_commit
+from xtc.recipe import StageConfig
 from xtc.recipe_io import load_recipe
 from xtc.rundir import claim, write_json
 from xtc.train import cpu_has_bf16
@@ -187,8 +189,7 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
     if stage in QUANTIZED:  # the default export: the file users get, and the model the stage scored
         packed = folder.with_name(f"{stage}.packed")
         export = ["xtc", "export", str(folder), "--out", str(packed)]
-        if not (packed / "packed.safetensors").exists():
-            sh(export, stdout=subprocess.DEVNULL)
+        export_once(folder, packed, export)
         packed_dev, packed_eval = evaluate(packed, task)
         cell["packed"] = {"dev": packed_dev, "score": main_metric(packed_dev)[1], "export_command": shlex.join(export),
                           "eval_command": packed_eval}
@@ -206,6 +207,16 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
         if commit:
             git_commit([str(p) for p in (RESULTS, TABLE, PLOT, README) if p.exists()], f"glue: {task} {stage}")
     print(f"recorded {task} {stage}: {cell['score']:.2f}", flush=True)
+
+
+def export_once(folder: Path, packed: Path, command: list[str]) -> None:
+    """Run the export ``command`` of ``folder`` into ``packed`` unless it holds an export of the folder's model as
+    it is now (a trim with other rows rewrites the stage's model.safetensors after an earlier export)."""
+    file = packed / "packed.safetensors"
+    if file.exists() and file.stat().st_mtime >= (folder / "model.safetensors").stat().st_mtime:
+        return
+    shutil.rmtree(packed, ignore_errors=True)
+    sh(command, stdout=subprocess.DEVNULL)
 
 
 def git_commit(files: list[str], message: str) -> None:
@@ -267,11 +278,15 @@ def remake_teacher(task: str, cell: dict, env: dict) -> None:
                            "(another kind of CPU?): its remaining students would distil from another model")
 
 
-def finished_stage(folder: Path, trims: bool) -> bool:
+def finished_stage(folder: Path, stage: StageConfig) -> bool:
     """A stage that trims its vocabulary writes metrics.json when training ends and again, with "vocabulary",
-    once its folder holds the trimmed model: only then is it the stage's result."""
+    once its folder holds the trimmed model (as many rows as the recipe says): only then is it the stage's
+    result."""
     metrics = folder / "metrics.json"
-    return metrics.exists() and (not trims or "vocabulary" in json.loads(metrics.read_text()))
+    if not metrics.exists():
+        return False
+    trim = json.loads(metrics.read_text()).get("vocabulary")
+    return not stage.trim_vocabulary or (trim is not None and trim.get("rows") == stage.vocabulary_rows)
 
 
 def out_of(cmd: list[str]) -> str:
@@ -287,7 +302,7 @@ def run_stages(task: str, todo: list[str], results: dict, commit: bool, env: dic
         while True:  # record each stage as soon as its metrics.json appears
             finished = proc.poll() is not None
             for stage in list(todo):
-                if finished_stage(out / stage, GLUE_RECIPE.stage(stage).trim_vocabulary):
+                if finished_stage(out / stage, GLUE_RECIPE.stage(stage)):
                     record(task, stage, out / stage, shlex.join(cmd), results, commit)
                     todo.remove(stage)
             if finished:

@@ -196,8 +196,8 @@ def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
         else:
             start = None if stage.kind == "finetune" else _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer)
             metrics = _train(run, stage, stage_dir, teacher_dir, start)
-        if stage.trim_vocabulary and "vocabulary" not in metrics:  # also a run stopped after training
-            metrics = _trim_vocabulary(run, stage, stage_dir, metrics)
+        if stage.trim_vocabulary and _trimmed_rows(metrics) != stage.vocabulary_rows:  # also a run stopped after
+            metrics = _trim_vocabulary(run, stage, stage_dir, metrics)  # training, or one trimmed otherwise before
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir
@@ -254,11 +254,18 @@ def _train(run: _Run, stage: StageConfig, stage_dir: Path, teacher_dir: Path | N
     return metrics
 
 
+def _trimmed_rows(metrics: dict) -> int | None | bool:
+    """The ``vocabulary_rows`` a finished stage was trimmed with (None: the training data's tokens only), or
+    False when it was not trimmed."""
+    return metrics["vocabulary"].get("rows") if "vocabulary" in metrics else False
+
+
 def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: dict) -> dict:
-    """The stage's model over the tokens of the training data (xtc.vocab), scored on dev again: its folder and
-    metrics become the trimmed model's, the full vocabulary's dev score kept beside and its model in
-    ``full_vocabulary/``. Restartable: the trim always starts from that copy, and metrics.json, which marks
-    the stage done, is written last."""
+    """The stage's model over the tokens of the training data (xtc.vocab), filled up to the stage's
+    ``vocabulary_rows``, scored on dev again: its folder and metrics become the trimmed model's, the full
+    vocabulary's dev score kept beside and its model in ``full_vocabulary/``. Restartable, and a trim with
+    other rows redone: the trim always starts from that copy, and metrics.json, which marks the stage done,
+    is written last."""
     accelerator, config = run.accelerator, run.config
     used = {i for feature in run.train_features for i in feature["input_ids"]}
     full, scratch = stage_dir / "full_vocabulary", stage_dir / "trimmed.tmp"
@@ -269,8 +276,10 @@ def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: di
             shutil.copytree(stage_dir, copy, ignore=lambda d, names: [n for n in names if n.endswith(".tmp")])
             copy.rename(full)
         shutil.rmtree(scratch, ignore_errors=True)
-        info = trim_vocabulary(full, scratch, used)
-        note(f"{stage.name}: vocabulary trimmed to the training data's tokens: {info['kept']} of {info['of']} rows")
+        info = trim_vocabulary(full, scratch, used, stage.vocabulary_rows)
+        filled = " and the most frequent others" if stage.vocabulary_rows else ""
+        note(f"{stage.name}: vocabulary trimmed to the training data's tokens{filled}: {info['kept']} of "
+             f"{info['of']} rows")
     accelerator.wait_for_everyone()
     model, _ = load_model(scratch, run.task)
     tokenizer = load_tokenizer(scratch)
@@ -278,8 +287,10 @@ def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: di
     results, flags = score(accelerator.prepare(model.eval()), tokenizer, run.task, dev, stage.eval_batch_size,
                            accelerator)
     vocab_size = json.loads((scratch / "config.json").read_text())["vocab_size"]
+    full_dev = metrics["vocabulary"]["dev_full_vocabulary"] if "vocabulary" in metrics else metrics["dev"]
     trimmed = {k: v for k, v in metrics.items() if k != "degenerate"}
-    trimmed |= {"dev": results, "vocabulary": {"kept": vocab_size, "dev_full_vocabulary": metrics["dev"]},
+    trimmed |= {"dev": results, "vocabulary": {"kept": vocab_size, "rows": stage.vocabulary_rows,
+                                               "dev_full_vocabulary": full_dev},
                 **({"degenerate": flags[run.task.dev_splits[0]]} if run.task.dev_splits[0] in flags else {})}
     if accelerator.is_main_process:
         (scratch / METRICS_FILE).unlink(missing_ok=True)

@@ -138,6 +138,13 @@ class StageConfig(TrainArgs):
         "single character and special token); the stage's model, dev score and exports are the trimmed model's "
         "(no later stage may start from it; WordPiece tokenizers, one word-table scale per row)"
     )
+    vocabulary_rows: int | None = Field(
+        None, gt=0, description="with trim_vocabulary: fill the trimmed table up to this many rows with the "
+        "most frequent tokens the training data does not use (WordPiece vocabularies list tokens by frequency, "
+        "lowest ids first), so that dev and user text is split less often into smaller pieces; the training "
+        "data's tokens are kept even past it (none: only the training data's tokens; without trim_vocabulary "
+        "the whole table is kept and this has no effect)"
+    )
 
     @field_validator("quant")
     @classmethod
@@ -355,4 +362,5 @@ class RunConfig(DataArgs, RunArgs):
                                                         "teacher_layers", "deepspeed_config", "dry_run",
                                                         "fake_quant_only", "num_processes", "teacher_cache_gb",
                                                         "teacher_cache_dir"})
-        return {**fields, "recipe": recipe.model_dump(mode="json")}
+        # vocabulary_rows shapes only the trim after training, which a rerun redoes when it changed
+        return {**fields, "recipe": recipe.model_dump(mode="json", exclude={"stages": {"__all__": {"vocabulary_rows"}}})}

@@ -3,10 +3,12 @@
 The word table is about half of a 3-layer 1-bit MiniLM file (30522 rows), and a GLUE task's training
 split uses 5-14 thousand of them. Trimming keeps the rows of the tokens used, of every single-character
 token (so that any word still spells out in pieces instead of becoming [UNK]) and of the special tokens,
-in their order, and shrinks the WordPiece vocabulary of tokenizer.json with them. On text made of the kept
-tokens the model computes what it did: the tokenization is the same up to the renumbering, and each row's
-quantization depends on that row only (one scale per row; a table with one scale for the whole matrix is
-refused). A word of other text whose pieces were dropped is split into the pieces that remain.
+in their order, and shrinks the WordPiece vocabulary of tokenizer.json with them. Given a number of rows,
+it fills the table up to it with the most frequent other tokens (the lowest ids, skipping the [unused...]
+placeholders), so that dev and user text is split less often. On text made of the kept tokens the model
+computes what it did: the tokenization is the same up to the renumbering, and each row's quantization
+depends on that row only (one scale per row; a table with one scale for the whole matrix is refused). A
+word of other text whose pieces were dropped is split into the pieces that remain.
 
 WordPiece tokenizers only (BERT, ELECTRA, DistilBERT): a BPE vocabulary would also need its merges cut.
 """
@@ -41,13 +43,20 @@ def trim_problem(tokenizer: dict, word_rule) -> str | None:
     return None
 
 
-def kept_ids(tokenizer: dict, used: set[int]) -> list[int]:
-    """The old ids a trimmed vocabulary keeps, ascending: ``used``, the special tokens and single characters."""
+def kept_ids(tokenizer: dict, used: set[int], rows: int | None = None) -> list[int]:
+    """The old ids a trimmed vocabulary keeps, ascending: ``used``, the special tokens and single characters,
+    then, up to ``rows`` ids in all, the lowest other ids but the "[unused0]"-like placeholders (a WordPiece
+    vocabulary lists its tokens by frequency: "the", "of", "and" come first after the characters)."""
     model = tokenizer["model"]
     prefix = model.get("continuing_subword_prefix", "##")
     special = {t["id"] for t in tokenizer.get("added_tokens", [])} | {model["vocab"][model["unk_token"]]}
     singles = {i for token, i in model["vocab"].items() if _single_character(token, prefix)}
-    return sorted(set(used) | special | singles)
+    keep = set(used) | special | singles
+    if rows is not None and rows > len(keep):
+        others = sorted(i for token, i in model["vocab"].items()
+                        if i not in keep and not (token.startswith("[") and token.endswith("]")))
+        keep |= set(others[:rows - len(keep)])
+    return sorted(keep)
 
 
 def _renumbered_tokenizer(tokenizer: dict, new_id: dict[int, int]) -> dict:
@@ -76,8 +85,8 @@ def _word_rule(config: dict, table: str):
     return recorded_quant_config(recorded).rule_for(table) if recorded else None
 
 
-def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
-    """Write into ``dst`` the model folder ``src`` over ``kept_ids(used)``; the other files of ``src`` are
+def trim_vocabulary(src: Path, dst: Path, used: set[int], rows: int | None = None) -> dict:
+    """Write into ``dst`` the model folder ``src`` over ``kept_ids(used, rows)``; the other files of ``src`` are
     copied. Returns ``{"kept": rows, "of": rows before}``."""
     import torch  # here, not at the top: the pre-run checks read trim_problem without loading torch
     from safetensors.torch import load_file, save_file
@@ -92,7 +101,7 @@ def trim_vocabulary(src: Path, dst: Path, used: set[int]) -> dict:
     if problem:
         raise XtcError(f"{src}: {problem}")
     pad = config.get("pad_token_id")
-    keep = kept_ids(tokenizer, set(used) | ({pad} if pad is not None else set()))
+    keep = kept_ids(tokenizer, set(used) | ({pad} if pad is not None else set()), rows)
     weights = load_file(src / _WEIGHTS)
     name = f"{table}.weight"
     if name not in weights or weights[name].shape[0] != config["vocab_size"]:
