@@ -186,6 +186,8 @@ def record(task: str, stage: str, folder: Path, command: str, results: dict, com
     cell = {"command": command, "eval_command": eval_command, "dev": dev, "score": main_metric(dev)[1],
             "training_dev": metrics["dev"], "wall_time_s": metrics["wall_time_s"], "xtc_commit": source_commit(),
             "threads": threads()}
+    if "vocabulary" in metrics:  # a trimmed word table: its rows
+        cell["vocabulary_rows"] = metrics["vocabulary"]["kept"]
     if stage in QUANTIZED:  # the default export: the file users get, and the model the stage scored
         packed = folder.with_name(f"{stage}.packed")
         export = ["xtc", "export", str(folder), "--out", str(packed)]
@@ -404,7 +406,17 @@ def notes() -> dict:
 def notes_text(results: dict) -> str:
     lines = [f"- {task} {ROWS[stage]}: {note}" for task, by_stage in notes().items() for stage, note in by_stage.items()
              if stage in results.get(task, {})]
-    return ("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else ""
+    return (("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else "") + older_trims(results)
+
+
+def older_trims(results: dict) -> str:
+    """The W1A8 cells recorded before their word table was filled up to the recipe's vocabulary_rows (they keep only
+    the training data's tokens) until the runner records them again."""
+    trims = {s.name for s in GLUE_RECIPE.stages if s.trim_vocabulary}
+    older = [f"{task} {ROWS[stage]}" for task in TASKS for stage, cell in results.get(task, {}).items()
+             if stage in trims and "vocabulary_rows" not in cell]
+    return ("\nRecorded with the word table trimmed to the training data's tokens only, before `vocabulary_rows` "
+            f"(to be recorded again): {', '.join(older)}.\n") if older else ""
 
 
 def packed_check(results: dict) -> str:
@@ -464,7 +476,8 @@ WNLI and SST-2, outside the grid, 10 epochs at lr 5e-5. Students: the stages of
 [xtc-glue.yaml](xtc-glue.yaml), each distilled in one stage from the teacher, with the
 presets' budgets: layer reduction and the pre-training-distilled 3L model 10 epochs at lr
 1e-4; W2A8 18 epochs at lr 5e-4; W1A8 18 epochs at lr 1e-3 from the W2A8 row, with a 2-bit
-word table trimmed to the training data's tokens. The plain fine-tuning row is `xtc finetune`
+word table trimmed to the training data's tokens and filled up to 24,000 rows with the most frequent
+other tokens (`vocabulary_rows`, the file's row count in results.json). The plain fine-tuning row is `xtc finetune`
 of paraphrase-MiniLM-L3 at the 3L student's epochs and lr. Budgets cut further for {cut}.
 Length-grouped batches. Precision per task: bf16 autocast where the machine that trained it
 had bf16 instructions, else float32 (every cell's command says which: `--bf16`, `bf16=true`;
