@@ -125,11 +125,12 @@ def test_a_trimming_stage_counts_as_finished_once_trimmed_to_the_recipes_rows(tm
     assert run_glue.finished_stage(tmp_path, run_glue.GLUE_RECIPE.stage("l3_w2a8"))  # no trim: metrics.json is enough
 
 
-def test_w1a8_cells_trimmed_before_vocabulary_rows_are_named(no_results):
+def test_w1a8_cells_trimmed_before_vocabulary_rows_are_named_and_redone(no_results):
     cells = results({"teacher": 80.0, "l3_w1a8": 70.0})
     cells["MRPC"]["l3_w1a8"]["vocabulary_rows"] = 24000
     text = run_glue.notes_text(cells)
     assert "(to be recorded again): RTE 3L W1A8, STS-B 3L W1A8, CoLA 3L W1A8, SST-2 3L W1A8." in text and "MRPC 3L W1A8" not in text
+    assert run_glue.older_trim_stages(cells["STS-B"]) == ["l3_w1a8"] and run_glue.older_trim_stages(cells["MRPC"]) == []
     for task in cells:
         cells[task]["l3_w1a8"]["vocabulary_rows"] = 24000
     assert "to be recorded again" not in run_glue.notes_text(cells)

@@ -260,7 +260,7 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
         record(task, "teacher", Path(out_of(cmd)), shlex.join(cmd), results, commit)
     elif not (teacher_dir(task) / "metrics.json").exists():  # runs/ is not in git: a fresh checkout lacks it
         remake_teacher(task, results[task]["teacher"], env)
-    todo = [s for s in STAGES[1:] if s not in results.get(task, {})]
+    todo = [s for s in STAGES[1:] if s not in results.get(task, {}) or s in older_trim_stages(results[task])]
     if todo:
         run_stages(task, todo, results, commit, env)
     if PLAIN not in results.get(task, {}):
@@ -409,12 +409,15 @@ def notes_text(results: dict) -> str:
     return (("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else "") + older_trims(results)
 
 
-def older_trims(results: dict) -> str:
-    """The W1A8 cells recorded before their word table was filled up to the recipe's vocabulary_rows (they keep only
-    the training data's tokens) until the runner records them again."""
+def older_trim_stages(cells: dict) -> list[str]:
+    """A task's W1A8 cells recorded before their word table was filled up to the recipe's vocabulary_rows (they keep
+    only the training data's tokens): the runner's `xtc run` trims them again, and it records them again."""
     trims = {s.name for s in GLUE_RECIPE.stages if s.trim_vocabulary}
-    older = [f"{task} {ROWS[stage]}" for task in TASKS for stage, cell in results.get(task, {}).items()
-             if stage in trims and "vocabulary_rows" not in cell]
+    return [stage for stage, cell in cells.items() if stage in trims and "vocabulary_rows" not in cell]
+
+
+def older_trims(results: dict) -> str:
+    older = [f"{task} {ROWS[stage]}" for task in TASKS for stage in older_trim_stages(results.get(task, {}))]
     return ("\nRecorded with the word table trimmed to the training data's tokens only, before `vocabulary_rows` "
             f"(to be recorded again): {', '.join(older)}.\n") if older else ""
 
