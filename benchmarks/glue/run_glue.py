@@ -30,8 +30,8 @@ benchmarks/gpu/RESULTS.md).
 import argparse
 import json
 import os
-import shutil
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
