@@ -265,7 +265,7 @@ def test_a_trimmed_vocabulary_is_what_is_scored_and_exported(run_dir, glue_dir, 
     assert again.exit_code == 0, again.output
     assert json.loads((stage / "metrics.json").read_text()) == metrics
     assert json.loads((stage / "config.json").read_text())["vocab_size"] == kept
-    # another row budget (the preset's own) trims the trained model again, without training it again
+    # another row budget trims the trained model again, without training it again
     trained = (stage / "train_log.jsonl").read_text()
     filled = xtc("run", "--recipe", "xtc-w1a8-l3", "--teacher", teacher / "teacher", "--glue-dir", glue_dir,
                  "--out", tmp_path / "t", *TINY, "--reuse", f"layer_reduction={teacher / 'layer_reduction'}",

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from xtc.pipeline import needs_trim
 from xtc.provenance import source_commit
 from xtc.recipe import StageConfig
 from xtc.recipe_io import load_recipe
@@ -285,10 +286,7 @@ def finished_stage(folder: Path, stage: StageConfig) -> bool:
     once its folder holds the trimmed model (as many rows as the recipe says): only then is it the stage's
     result."""
     metrics = folder / "metrics.json"
-    if not metrics.exists():
-        return False
-    trim = json.loads(metrics.read_text()).get("vocabulary")
-    return not stage.trim_vocabulary or (trim is not None and trim.get("rows") == stage.vocabulary_rows)
+    return metrics.exists() and not needs_trim(stage, json.loads(metrics.read_text()))
 
 
 def out_of(cmd: list[str]) -> str:

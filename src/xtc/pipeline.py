@@ -196,8 +196,8 @@ def run_recipe(config: RunConfig, recipe: Recipe | None = None) -> list[dict]:
         else:
             start = None if stage.kind == "finetune" else _start_of(stage, stage_dirs, teacher_dir, previous, tokenizer)
             metrics = _train(run, stage, stage_dir, teacher_dir, start)
-        if stage.trim_vocabulary and _trimmed_rows(metrics) != stage.vocabulary_rows:  # also a run stopped after
-            metrics = _trim_vocabulary(run, stage, stage_dir, metrics)  # training, or one trimmed otherwise before
+        if needs_trim(stage, metrics):  # also a run stopped after training, or one trimmed otherwise before
+            metrics = _trim_vocabulary(run, stage, stage_dir, metrics)
         if stage.kind == "finetune":
             teacher_dir = stage_dir
         previous = stage_dir
@@ -254,10 +254,11 @@ def _train(run: _Run, stage: StageConfig, stage_dir: Path, teacher_dir: Path | N
     return metrics
 
 
-def _trimmed_rows(metrics: dict) -> int | None | bool:
-    """The ``vocabulary_rows`` a finished stage was trimmed with (None: the training data's tokens only), or
-    False when it was not trimmed."""
-    return metrics["vocabulary"].get("rows") if "vocabulary" in metrics else False
+def needs_trim(stage: StageConfig, metrics: dict) -> bool:
+    """Whether a trained stage (its ``metrics``) is still to be trimmed as the stage says: not yet, or with other
+    ``vocabulary_rows`` (metrics record the rows of their trim; None: the training data's tokens only)."""
+    return stage.trim_vocabulary and ("vocabulary" not in metrics
+                                      or metrics["vocabulary"].get("rows") != stage.vocabulary_rows)
 
 
 def _trim_vocabulary(run: _Run, stage: StageConfig, stage_dir: Path, metrics: dict) -> dict:
