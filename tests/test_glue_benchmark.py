@@ -15,8 +15,9 @@ import run_glue  # noqa: E402
 
 @pytest.fixture
 def no_results(tmp_path, monkeypatch):
-    """The runner with an empty results.json of its own (the committed one is the table)."""
+    """The runner with an empty results.json and runs/ folder of its own (the committed one is the table)."""
     monkeypatch.setattr(run_glue, "RESULTS", tmp_path / "results.json")
+    monkeypatch.setattr(run_glue, "run_dir", lambda task: tmp_path / "runs" / task.lower())
     monkeypatch.setattr(run_glue, "PRECISION", "bf16")
 
 
@@ -130,7 +131,15 @@ def test_w1a8_cells_trimmed_before_vocabulary_rows_are_named_and_redone(no_resul
     cells["MRPC"]["l3_w1a8"]["vocabulary_rows"] = 24000
     text = run_glue.notes_text(cells)
     assert "(to be recorded again): RTE 3L W1A8, STS-B 3L W1A8, CoLA 3L W1A8, SST-2 3L W1A8." in text and "MRPC 3L W1A8" not in text
-    assert run_glue.older_trim_stages(cells["STS-B"]) == ["l3_w1a8"] and run_glue.older_trim_stages(cells["MRPC"]) == []
+    assert run_glue.older_trim_stages("STS-B", cells["STS-B"]) == ["l3_w1a8"] and run_glue.older_trim_stages("MRPC", cells["MRPC"]) == []
     for task in cells:
         cells[task]["l3_w1a8"]["vocabulary_rows"] = 24000
     assert "to be recorded again" not in run_glue.notes_text(cells)
+    # the recipe's row count changed since a cell was recorded: its stage folder says so, and it is redone
+    folder = run_glue.run_dir("MRPC") / "l3_w1a8"
+    folder.mkdir(parents=True)
+    run_glue.write_json(folder / "metrics.json", {"dev": {}, "vocabulary": {"kept": 24000, "rows": 24000}})
+    assert run_glue.older_trim_stages("MRPC", cells["MRPC"]) == []
+    run_glue.write_json(folder / "metrics.json", {"dev": {}, "vocabulary": {"kept": 20000, "rows": 20000}})
+    assert run_glue.older_trim_stages("MRPC", cells["MRPC"]) == ["l3_w1a8"]
+    assert "(to be recorded again): MRPC 3L W1A8." in run_glue.notes_text(cells)

@@ -261,7 +261,7 @@ def run_claimed_task(task: str, results: dict, commit: bool) -> None:
         record(task, "teacher", Path(out_of(cmd)), shlex.join(cmd), results, commit)
     elif not (teacher_dir(task) / "metrics.json").exists():  # runs/ is not in git: a fresh checkout lacks it
         remake_teacher(task, results[task]["teacher"], env)
-    todo = [s for s in STAGES[1:] if s not in results.get(task, {}) or s in older_trim_stages(results[task])]
+    todo = [s for s in STAGES[1:] if s not in results.get(task, {}) or s in older_trim_stages(task, results[task])]
     if todo:
         run_stages(task, todo, results, commit, env)
     if PLAIN not in results.get(task, {}):
@@ -407,16 +407,25 @@ def notes_text(results: dict) -> str:
     return (("Notes (\\* in the table):\n\n" + "\n".join(lines) + "\n") if lines else "") + older_trims(results)
 
 
-def older_trim_stages(cells: dict) -> list[str]:
-    """A task's W1A8 cells recorded before their word table was filled up to the recipe's vocabulary_rows (they keep
-    only the training data's tokens): the runner's `xtc run` trims them again, and it records them again."""
+def older_trim_stages(task: str, cells: dict) -> list[str]:
+    """A task's W1A8 cells whose word table is not the recipe's: recorded before `vocabulary_rows` (they keep only
+    the training data's tokens), or their stage folder was trimmed with other rows (the recipe's count changed
+    since). The runner's `xtc run` trims them again (xtc.pipeline.needs_trim), and it records them again."""
     trims = {s.name for s in GLUE_RECIPE.stages if s.trim_vocabulary}
-    return [stage for stage, cell in cells.items() if stage in trims and "vocabulary_rows" not in cell]
+    return [stage for stage, cell in cells.items() if stage in trims
+            and ("vocabulary_rows" not in cell or trimmed_otherwise(run_dir(task) / stage, GLUE_RECIPE.stage(stage)))]
+
+
+def trimmed_otherwise(folder: Path, stage: StageConfig) -> bool:
+    """A finished stage folder (when this checkout has it: runs/ is not in git) trimmed with other rows than
+    the recipe's."""
+    metrics = folder / "metrics.json"
+    return metrics.exists() and needs_trim(stage, json.loads(metrics.read_text()))
 
 
 def older_trims(results: dict) -> str:
-    older = [f"{task} {ROWS[stage]}" for task in TASKS for stage in older_trim_stages(results.get(task, {}))]
-    return ("\nRecorded with the word table trimmed to the training data's tokens only, before `vocabulary_rows` "
+    older = [f"{task} {ROWS[stage]}" for task in TASKS for stage in older_trim_stages(task, results.get(task, {}))]
+    return ("\nRecorded with another word table than the recipe's `vocabulary_rows` "
             f"(to be recorded again): {', '.join(older)}.\n") if older else ""
 
 
