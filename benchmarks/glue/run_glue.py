@@ -419,8 +419,7 @@ def older_trim_stages(task: str, cells: dict) -> list[str]:
 def trimmed_otherwise(folder: Path, stage: StageConfig) -> bool:
     """A finished stage folder (when this checkout has it: runs/ is not in git) trimmed with other rows than
     the recipe's."""
-    metrics = folder / "metrics.json"
-    return metrics.exists() and needs_trim(stage, json.loads(metrics.read_text()))
+    return (folder / "metrics.json").exists() and not finished_stage(folder, stage)
 
 
 def older_trims(results: dict) -> str:
