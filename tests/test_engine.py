@@ -1,12 +1,13 @@
 """The torch-free engine against the fake-quant model it was exported from, on real GLUE rows, and no torch
 in a fresh interpreter.
 
-The low-bit products are exact, the other ops the engine's own float32 C instead of torch's: an 8-bit
-activation code that sits on a rounding boundary can flip. Measured on all 408 MRPC dev rows of this 1-bit
-model: median row error 2.5e-7 of the largest logit, but 13% of rows above 1e-3 (max 1.0%; W2A8 11%, max
-2.2%), the same predictions on every row. So the issue 18 contract (1e-3 on every row) is not met by a
-forward that does not round as torch does; what is checked here is what holds: the same predictions,
-float-rounding agreement on most rows, 2.5% at most."""
+The low-bit products are exact on both sides; the float ops that make a quantizer's input (embeddings sum,
+LayerNorm, attention, GELU) give the same 8-bit codes only when both compute them in the same order: in torch's
+own order a code on a rounding boundary flips now and then (measured on 277 RTE dev rows of MiniLM-L6 W1A8: 258
+rows off by more than 1e-5, up to 0.1 of a logit). ``runtime_order_`` (which ``xtc eval`` applies to a stage
+folder) follows the engine's order: the codes agree, and the logits differ only by the float rounding of the
+pooler's activation and the float classifier, which feed no quantizer.
+"""
 
 import copy
 import json
@@ -28,6 +29,7 @@ from xtc.errors import XtcError
 from xtc.engine import Engine
 from xtc.models import load_model, load_tokenizer
 from xtc.quant.apply import quantize_
+from xtc.quant.runtime_order import runtime_order_
 from xtc.recipe import BenchConfig
 from tests.test_models import tiny_config
 
@@ -47,9 +49,13 @@ def exported(tmp_path_factory):
     return out
 
 
+ROUNDING = 1e-5  # of the largest logit: a flipped 8-bit code moves a logit by 1e-3 or more
+
+
 @pytest.mark.parametrize("preset", ["w1a8", "w2a8"])
-def test_engine_logits_match_the_fake_quant_model_on_real_rows(exported, preset, glue_dir):
+def test_engine_logits_match_the_fake_quant_model_in_runtime_order_on_real_rows(exported, preset, glue_dir):
     fake, folder = exported[preset]
+    fake = runtime_order_(copy.deepcopy(fake))
     rows = load_examples(get_task("MRPC"), "dev", glue_dir, 48)
     batch = load_tokenizer("bert-tiny")([r.texts[0] for r in rows], [r.texts[1] for r in rows], padding=True,
                                         truncation=True, max_length=128, return_tensors="np")
@@ -58,7 +64,7 @@ def test_engine_logits_match_the_fake_quant_model_on_real_rows(exported, preset,
     with torch.no_grad():
         expected = fake(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     error = np.abs(got - expected).max(-1) / np.abs(expected).max()  # per row, of the largest logit
-    assert np.median(error) <= 1e-5 and error.max() <= 2.5e-2
+    assert error.max() <= ROUNDING, error.max()
     assert (got.argmax(-1) == expected.argmax(-1)).all()
 
 
@@ -101,7 +107,7 @@ def test_every_architecture_runs_on_the_engine_as_its_fake_quant_model(model_typ
     model = AutoModelForSequenceClassification.from_config(config)
     with torch.no_grad():  # logits of a trained size (~1)
         model.get_submodule(ARCHITECTURES[model_type].classifier).weight.mul_(30)
-    fake = quantize_(model, "w1a8").eval()
+    fake = runtime_order_(quantize_(model, "w1a8").eval())
     folder = export(fake, tmp_path, load_tokenizer("bert-tiny"))
     rng = np.random.default_rng(0)
     ids = rng.integers(3, config.vocab_size, (3, 9))
@@ -116,7 +122,7 @@ def test_every_architecture_runs_on_the_engine_as_its_fake_quant_model(model_typ
         expected = fake(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
     engine = Engine.load(folder)
     got = engine.logits(**inputs)
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= ROUNDING * np.abs(expected).max()
     for path in kernels.PATHS:
         assert np.array_equal(Engine.load(folder, 2, path).logits(**inputs), got), path
     if not ARCHITECTURES[model_type].token_type_embeddings:  # DistilBERT: token types are ignored
@@ -169,5 +175,4 @@ def test_xtc_eval_on_a_packed_bert_runs_without_torch_and_matches_the_fake_quant
     # nothing of the `train` extra: the deployment install (`pip install xtc`) does not bring it
     assert not set(json.loads(imported)) & {"torch", "transformers", "datasets", "accelerate", "matplotlib"}
     packed = json.loads("\n".join(metrics))
-    for name in ("f1", "accuracy"):  # all 408 dev rows: within 0.2 points (issue 18's contract)
-        assert abs(packed["dev"][name] - stage["dev"][name]) * 100 <= 0.2, (packed, stage)
+    assert packed["dev"] == pytest.approx(stage["dev"], abs=1e-12)  # all 408 dev rows: the same predictions

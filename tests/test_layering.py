@@ -13,7 +13,7 @@ ARCHITECTURE = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
 LAYERS = {
     "base": ["xtc.errors", "xtc.arch", "xtc.schema", "xtc.provenance", "xtc.rundir", "xtc.text", "xtc.progress"],
     "config": ["xtc.quant.config", "xtc.recipe", "xtc.data.tasks", "xtc.layer_choice"],
-    "quant": ["xtc.quant", "xtc.quant.primitives", "xtc.quant.modules", "xtc.quant.apply"],
+    "quant": ["xtc.quant", "xtc.quant.primitives", "xtc.quant.modules", "xtc.quant.apply", "xtc.quant.runtime_order"],
     "packed": ["xtc.packed", "xtc.packed.layout", "xtc.packed.bits", "xtc.packed.codecs", "xtc.packed.header",
                "xtc.packed.read", "xtc.packed.export"],
     "models and engine": ["xtc.models", "xtc.onnx_import", "xtc.recipe_io", "xtc.checkpoint", "xtc.hf_export",

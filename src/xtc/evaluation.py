@@ -13,6 +13,7 @@ from xtc.data.tasks import GlueTask, check_recorded_task, get_task
 from xtc.errors import XtcError
 from xtc.models import load_model, load_tokenizer
 from xtc.packed.layout import WEIGHTS_FILE
+from xtc.quant.runtime_order import runs_packed, runtime_order_
 from xtc.recipe import EvalConfig
 from xtc.progress import bar
 
@@ -57,7 +58,8 @@ def score(model, tokenizer, task: GlueTask, features: dict[str, list[dict]], bat
 
 def load_trained(name: str, task: GlueTask | None = None, task_mismatch_ok: bool = False):
     """A model with a trained head, ready for inference: a packed folder runs on the low-bit
-    kernels (xtc.runtime), any other folder as its (fake-quant) torch model. A model that records
+    kernels (xtc.runtime), any other folder as its (fake-quant) torch model, whose float ops follow
+    the packed runtime's when the runtime can run it (xtc.quant.runtime_order). A model that records
     another task than ``task`` is refused unless ``task_mismatch_ok``."""
     if (Path(name) / WEIGHTS_FILE).is_file():
         from xtc.runtime import load
@@ -67,6 +69,8 @@ def load_trained(name: str, task: GlueTask | None = None, task_mismatch_ok: bool
         model, new_head = load_model(name, task)
         if new_head:
             raise XtcError(f"{name!r} has no classification head: fine-tune it first (xtc finetune)")
+        if runs_packed(model):  # score what the packed export computes, 8-bit code for code
+            runtime_order_(model)
     if task is not None and model.config.num_labels != task.num_labels:
         raise XtcError(f"{str(name)!r} has a {model.config.num_labels}-way head, but {task.name} needs {task.num_labels}")
     if task is not None:
