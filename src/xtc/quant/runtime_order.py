@@ -207,9 +207,10 @@ def runtime_order_(model: nn.Module) -> nn.Module:
             module.register_forward_hook(_activation_hook)
     parts: dict[str, torch.Tensor] = {}
 
-    def keep(name):
+    def keep(name):  # the embeddings' parts of an inference pass, for their sum in the runtime's order
         def hook(module, args, output):
-            parts[name] = output
+            if _inference(module):
+                parts[name] = output
         return hook
 
     names = {"word": arch.word_embeddings, "position": arch.position_embeddings, "type": arch.token_type_embeddings}
