@@ -15,7 +15,9 @@ setup(
             depends=["src/xtc/kernels/lowbit.h", "src/xtc/kernels/forward.h"],
             extra_compile_args=["-O3", "-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-psabi",  # forward.c's vector types: always inlined, no ABI to keep
-                                "-fno-trapping-math"],  # lets GELU's and exp's selects vectorize; same bits
+                                "-fno-trapping-math",  # lets GELU's and exp's selects vectorize; same bits
+                                "-ffp-contract=off"],  # no implicit FMAs (GCC's -std=c11 default; not clang's):
+                                # the float order that xtc.quant.runtime_order repeats
             extra_link_args=["-pthread"],
             libraries=["dl"],  # dlopen: finding the process's OpenMP runtime (glibc < 2.34)
         )

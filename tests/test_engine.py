@@ -55,16 +55,17 @@ ROUNDING = 1e-5  # of the largest logit: a flipped 8-bit code moves a logit by 1
 @pytest.mark.parametrize("preset", ["w1a8", "w2a8"])
 def test_engine_logits_match_the_fake_quant_model_in_runtime_order_on_real_rows(exported, preset, glue_dir):
     fake, folder = exported[preset]
-    fake = runtime_order_(copy.deepcopy(fake))
     rows = load_examples(get_task("MRPC"), "dev", glue_dir, 48)
     batch = load_tokenizer("bert-tiny")([r.texts[0] for r in rows], [r.texts[1] for r in rows], padding=True,
                                         truncation=True, max_length=128, return_tensors="np")
     engine = Engine.load(folder)
     got = engine.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    with torch.no_grad():
-        expected = fake(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
-    error = np.abs(got - expected).max(-1) / np.abs(expected).max()  # per row, of the largest logit
-    assert error.max() <= ROUNDING, error.max()
+    errors = {}
+    for order, model in (("torch's", fake), ("the runtime's", runtime_order_(copy.deepcopy(fake)))):
+        with torch.no_grad():
+            expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+        errors[order] = (np.abs(got - expected).max(-1) / np.abs(expected).max()).max()  # of the largest logit
+    assert errors["the runtime's"] <= ROUNDING < errors["torch's"], errors  # torch's: some codes flip
     assert (got.argmax(-1) == expected.argmax(-1)).all()
 
 

@@ -19,3 +19,9 @@ void t_attention(const float *qkv, const int64_t *mask, int64_t B, int64_t T, in
         for (int64_t a = 0; a < A; a++) attend_body(&f, b, a, kt, 4);
     free(kt);
 }
+
+/* y [M, N] = x [M, K] @ w.T + bias */
+void t_linear(const float *x, const float *w, const float *bias, int64_t M, int64_t N, int64_t K, float *y) {
+    const xtc_linear l = {.N = N, .K = K, .w = w, .bias = bias};
+    float_linear_body(&l, x, y, 0, M);
+}

@@ -13,18 +13,20 @@ float ops that feed a quantizer follow kernels/forward.c step by step:
 - attention: each score a chain of fused multiply-adds over the head's features in order, then
   ``* scale + mask``; softmax with forward.c's exp polynomial and its lane sums; each output
   feature the fused multiply-add chains over the even and the odd keys, added;
-- GELU with forward.c's erf polynomial (torch's own GELU differs from it in the last bit on most values).
+- GELU with forward.c's erf polynomial (torch's own GELU differs from it in the last bit on most values);
+- the Linears the runtime computes in float (ELECTRA's embeddings projection, which feeds a quantizer;
+  the pooler and the classifier) as its lane_dot, with the weights the file stores.
 
 A fused multiply-add is computed in float64 and rounded to float32: the product is exact, so it
 differs from one rounding only when the float64 sum lands on a float32 tie (about 2^-29 of cases).
 A float64 square root rounded to float32 is the correctly rounded float32 one (torch's float32 sqrt
 is not always). tests/quant/test_runtime_order.py compiles forward.c's ops beside these and
 compares them bit for bit; tests/test_engine.py compares whole models' logits on real rows.
-Training and gradients are torch's own (the hooks act in no-grad eval mode only). The pooler's
-activation and the float classifier are not emulated: they feed no quantizer, so they move the
-logits by float rounding only (about 1e-7 of the largest). The cost: float64 element-wise chains
-instead of torch's matmuls; `xtc eval` of the 6-layer MiniLM W2A8 RTE folder (277 dev rows, one
-core) takes 90 s instead of 15 s in torch's order (its packed file: 3 s).
+Training, gradients, autocast and other dtypes keep torch's own ops (the hooks act in float32
+no-grad eval passes only). Only the pooler's tanh is not repeated (libm's tanhf): it feeds no
+quantizer, so it moves the logits by float rounding only (about 1e-7 of the largest). The cost:
+float64 element-wise chains instead of torch's matmuls; `xtc eval` of the 6-layer MiniLM W2A8 RTE
+folder (277 dev rows, one core) takes 90 s instead of 15 s in torch's order (its packed file: 3 s).
 """
 
 import torch
@@ -34,15 +36,24 @@ from transformers.activations import GELUActivation
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from xtc.arch import architecture
-from xtc.quant.modules import Fp16LayerNorm, QuantLinear
+from xtc.quant.modules import Fp16LayerNorm, Fp16Linear, QuantLinear
 from xtc.quant.primitives import round_fp16
 
 RUNTIME_ATTENTION = "xtc_runtime_order"
 LANES = 16
+CHUNK = 1 << 21  # elements of the largest float64 temporary (16 MB): below glibc's mmap ceiling (32 MB), the
+# allocator reuses its heap instead of mapping and zeroing fresh pages per op (2x the time, measured on RTE)
+
+
+def _chunks(rows: int, per_row: int) -> list[slice]:
+    step = max(1, CHUNK // max(per_row, 1))
+    return [slice(i, i + step) for i in range(0, rows, step)]
 
 
 def _inference(module: nn.Module) -> bool:
-    return not module.training and not torch.is_grad_enabled()
+    """A no-grad eval pass in float32: the runtime's case (training, autocast and other dtypes keep torch's ops)."""
+    return not module.training and not torch.is_grad_enabled() and \
+        not any(torch.is_autocast_enabled(device) for device in ("cpu", "cuda"))
 
 
 def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -89,6 +100,23 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return fma(d * rstd.unsqueeze(-1), weight.float(), bias.float())
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """forward.c's float_linear_body: each output a lane_dot (fused multiply-adds over 16 lanes, then the
+    tree) plus its bias. x (..., K), weight (N, K) -> (..., N), float32."""
+    rows, w = x.reshape(-1, x.shape[-1]).float(), weight.float()
+    K, N = w.shape[1], w.shape[0]
+    out = []
+    for c in _chunks(len(rows), N * LANES):
+        r = rows[c].unsqueeze(1)  # (m, 1, K) against w (N, K)
+        acc = torch.zeros(len(r), N, LANES, dtype=torch.float32, device=x.device)
+        for i0 in range(0, K - K % LANES, LANES):
+            acc = fma(r[..., i0:i0 + LANES], w[:, i0:i0 + LANES], acc)
+        if K % LANES:
+            acc[..., :K % LANES] = fma(r[..., K - K % LANES:], w[:, K - K % LANES:], acc[..., :K % LANES])
+        out.append(_tree(acc) + (bias.float() if bias is not None else 0.0))
+    return torch.cat(out).reshape(*x.shape[:-1], N)
+
+
 def exp_poly(x: torch.Tensor) -> torch.Tensor:
     """forward.c's exp_poly: Cephes' expf after a Cody-Waite reduction, 0 below -87.33654, clamped at 88."""
     low = torch.tensor(-87.33654, dtype=torch.float32)
@@ -126,21 +154,12 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return x * 0.5 * (1.0 + erf(x * _f(0.70710678118654752)))
 
 
-CHUNK = 1 << 21  # elements of the largest float64 temporary (16 MB): below glibc's mmap ceiling (32 MB), the
-# allocator reuses its heap instead of mapping and zeroing fresh pages per op (2x the time, measured on RTE)
-
-
-def _chunks(rows: int, per_row: int) -> list[slice]:
-    step = max(1, CHUNK // max(per_row, 1))
-    return [slice(i, i + step) for i in range(0, rows, step)]
-
-
 def _runtime_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """forward.c's attend_body. query/key/value: (batch, heads, seq, head_dim) float32; attention_mask:
     additive (batch, 1, q|1, seq), 0 or the lowest float. Returns ((batch, seq, heads, head_dim), None)."""
     B, A, Tq, D = query.shape
     parts = [_attend(query[c], key[c], value[c], None if attention_mask is None else attention_mask[c])
-             for c in _chunks(B, A * Tq * max(key.shape[-2], D))]
+             for c in _chunks(B, A * Tq * max(key.shape[-2], 2 * D))]  # scores (.., T), key pairs (2, .., D)
     return torch.cat(parts).transpose(1, 2).contiguous().to(query.dtype), None
 
 
@@ -174,7 +193,7 @@ AttentionMaskInterface.register(RUNTIME_ATTENTION, eager_mask)  # additive masks
 
 
 def _norm_hook(module: nn.LayerNorm, args, output):
-    if not _inference(module):
+    if not _inference(module) or output.dtype != torch.float32:
         return output
     weight, bias = module.weight, module.bias
     if isinstance(module, Fp16LayerNorm):
@@ -183,10 +202,24 @@ def _norm_hook(module: nn.LayerNorm, args, output):
 
 
 def _activation_hook(module: nn.Module, args, output):
-    if not _inference(module):
+    if not _inference(module) or output.dtype != torch.float32:
         return output
     x = args[0].reshape(-1, args[0].shape[-1])
     return torch.cat([gelu(x[c]) for c in _chunks(len(x), x.shape[-1])]).reshape(output.shape).to(output.dtype)
+
+
+def _linear_hook(module: nn.Module, args, output):
+    """A Linear the runtime computes in float (ELECTRA's embeddings projection, the pooler, the classifier),
+    with the weights it stores: float16-rounded, or dequantized 8-bit rows."""
+    if not _inference(module) or output.dtype != torch.float32:
+        return output
+    if isinstance(module, QuantLinear):
+        weight, bias = module.quantized_weight(), module.kept_bias()
+    elif isinstance(module, Fp16Linear):
+        weight, bias = round_fp16(module.weight), None if module.bias is None else round_fp16(module.bias)
+    else:
+        weight, bias = module.weight, module.bias
+    return linear(args[0], weight, bias)
 
 
 def runs_packed(model: nn.Module) -> bool:
@@ -227,15 +260,17 @@ def runtime_order_(model: nn.Module) -> nn.Module:
         return (x,)
 
     model.get_submodule(arch.embeddings_norm).register_forward_pre_hook(embeddings_sum)
+    for name in (arch.embeddings_project, arch.pooler, arch.classifier):
+        module = model.get_submodule(name) if name else None
+        if module is not None and not (isinstance(module, QuantLinear) and module.runs_packed()):
+            module.register_forward_hook(_linear_hook)
     trained_attention = model.config._attn_implementation
 
-    def attention_for(attention):  # the runtime's attention for inference passes only
-        def hook(module, *_):
-            if _inference(module):
-                module.set_attn_implementation(attention)
-        return hook
+    def each_pass(module, *_):  # every pass picks its attention afresh: a failed pass leaves nothing behind
+        parts.clear()
+        runtime = _inference(module) and module.dtype == torch.float32
+        module.set_attn_implementation(RUNTIME_ATTENTION if runtime else trained_attention)
 
-    model.register_forward_pre_hook(attention_for(RUNTIME_ATTENTION))
-    model.register_forward_hook(attention_for(trained_attention))
+    model.register_forward_pre_hook(each_pass)
     return model
 
