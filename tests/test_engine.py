@@ -6,7 +6,7 @@ LayerNorm, attention, GELU) give the same 8-bit codes only when both compute the
 own order a code on a rounding boundary flips now and then (measured on 277 RTE dev rows of MiniLM-L6 W1A8: 258
 rows off by more than 1e-5, up to 0.1 of a logit). ``runtime_order_`` (which ``xtc eval`` applies to a stage
 folder) follows the engine's order: the codes agree, and the logits differ only by the float rounding of the
-pooler's activation and the float classifier, which feed no quantizer.
+pooler's tanh, which feeds no quantizer.
 """
 
 import copy

@@ -11,7 +11,7 @@ logit difference relative to the row's largest |logit| (its maximum and the shar
 the largest |logit| of the dev set.
 
 The fake-quant model is `xtc eval`'s: its float ops in the engine's order (xtc.quant.runtime_order), so the
-engine should agree with it to the float rounding of the pooler and the classifier. (AGREEMENT.md files written
+engine should agree with it to the float rounding of the pooler's tanh. (AGREEMENT.md files written
 before that order existed compared against torch's own order.)
 
 A control: the same fake-quant model run in float64 (the same weights, codes and rules; only the float

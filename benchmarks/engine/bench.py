@@ -198,7 +198,7 @@ def check(built: dict, run: dict) -> dict:
     relative to the largest reference logit. Peers: against torch FP32, within 1e-3 (FP32) or a loose 0.25 (int8:
     random weights give small logits). xtc: against its fake-quant model with the engine's float order
     (xtc.quant.runtime_order: the same 8-bit activation codes), within 1e-5 and the same predictions: what is
-    left is the float rounding of the pooler and the classifier. (In torch's own order, deep 8-bit activations
+    left is the float rounding of the pooler's tanh. (In torch's own order, deep 8-bit activations
     flip borderline codes: on 6L BERT-base W2A8 the logits moved by 5.4e-2 of the largest, so this check used to
     allow 5e-2.) A wrong kernel gives errors of order 1."""
     feed = random_feed(np.random.default_rng(2), 2, 64)

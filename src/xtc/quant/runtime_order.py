@@ -77,26 +77,32 @@ def _tree(acc: torch.Tensor) -> torch.Tensor:
     return acc[..., 0]
 
 
-def _over_lanes(x: torch.Tensor, step) -> torch.Tensor:
-    """acc[l] = step(acc[l], x[i]) for i = l, l + LANES, ... in order over the last dim: (..., n) -> (..., LANES)."""
-    n = x.shape[-1]
-    acc = torch.zeros(*x.shape[:-1], LANES, dtype=torch.float32, device=x.device)
+def _over_lanes(step, *xs: torch.Tensor) -> torch.Tensor:
+    """acc[l] = step(acc[l], x[i], ...) for i = l, l + LANES, ... in order over the tensors' last dim (broadcast
+    over the others): (..., n) -> (..., LANES)."""
+    n = xs[0].shape[-1]
+    shape = torch.broadcast_shapes(*(x.shape[:-1] for x in xs))
+    acc = torch.zeros(*shape, LANES, dtype=torch.float32, device=xs[0].device)
     for i0 in range(0, n - n % LANES, LANES):
-        acc = step(acc, x[..., i0:i0 + LANES])
+        acc = step(acc, *(x[..., i0:i0 + LANES] for x in xs))
     tail = n % LANES
     if tail:
-        acc[..., :tail] = step(acc[..., :tail], x[..., n - tail:])
+        acc[..., :tail] = step(acc[..., :tail], *(x[..., n - tail:] for x in xs))
     return acc
+
+
+def _f(c: float) -> torch.Tensor:
+    return torch.tensor(c, dtype=torch.float32)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """forward.c's add_layer_norm_row over the last dim, in float32."""
     x = x.float()
-    n = x.shape[-1]
-    mean = _tree(_over_lanes(x, lambda acc, v: acc + v)) / torch.tensor(float(n))
+    n = _f(x.shape[-1])
+    mean = _tree(_over_lanes(lambda acc, v: acc + v, x)) / n
     d = x - mean.unsqueeze(-1)
-    var = _tree(_over_lanes(d, lambda acc, v: fma(v, v, acc))) / torch.tensor(float(n))
-    rstd = _rsqrt(var + torch.tensor(eps, dtype=torch.float32))
+    var = _tree(_over_lanes(lambda acc, v: fma(v, v, acc), d)) / n
+    rstd = _rsqrt(var + _f(eps))
     return fma(d * rstd.unsqueeze(-1), weight.float(), bias.float())
 
 
@@ -104,38 +110,26 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     """forward.c's float_linear_body: each output a lane_dot (fused multiply-adds over 16 lanes, then the
     tree) plus its bias. x (..., K), weight (N, K) -> (..., N), float32."""
     rows, w = x.reshape(-1, x.shape[-1]).float(), weight.float()
-    K, N = w.shape[1], w.shape[0]
-    out = []
-    for c in _chunks(len(rows), N * LANES):
-        r = rows[c].unsqueeze(1)  # (m, 1, K) against w (N, K)
-        acc = torch.zeros(len(r), N, LANES, dtype=torch.float32, device=x.device)
-        for i0 in range(0, K - K % LANES, LANES):
-            acc = fma(r[..., i0:i0 + LANES], w[:, i0:i0 + LANES], acc)
-        if K % LANES:
-            acc[..., :K % LANES] = fma(r[..., K - K % LANES:], w[:, K - K % LANES:], acc[..., :K % LANES])
-        out.append(_tree(acc) + (bias.float() if bias is not None else 0.0))
-    return torch.cat(out).reshape(*x.shape[:-1], N)
+    out = [_tree(_over_lanes(lambda acc, a, b: fma(a, b, acc), rows[c].unsqueeze(1), w))  # (m, 1, K) x (N, K)
+           for c in _chunks(len(rows), len(w) * LANES)]
+    return (torch.cat(out) + (bias.float() if bias is not None else 0.0)).reshape(*x.shape[:-1], len(w))
 
 
 def exp_poly(x: torch.Tensor) -> torch.Tensor:
     """forward.c's exp_poly: Cephes' expf after a Cody-Waite reduction, 0 below -87.33654, clamped at 88."""
-    low = torch.tensor(-87.33654, dtype=torch.float32)
+    low = _f(-87.33654)
     under = x < low
     xc = torch.clamp(torch.maximum(x, low), max=88.0)
-    magic = torch.tensor(12582912.0, dtype=torch.float32)
-    n = (xc * torch.tensor(1.44269504088896341, dtype=torch.float32) + magic) - magic  # round half to even
-    r = fma(n, torch.tensor(-0.693359375), xc)
-    r = fma(n, torch.tensor(2.12194440e-4, dtype=torch.float32), r)
+    magic = _f(12582912.0)
+    n = (xc * _f(1.44269504088896341) + magic) - magic  # round half to even
+    r = fma(n, _f(-0.693359375), xc)
+    r = fma(n, _f(2.12194440e-4), r)
     p = torch.full_like(r, 1.9875691500e-4)
     for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-        p = fma(p, r, torch.tensor(c, dtype=torch.float32))
+        p = fma(p, r, _f(c))
     p = fma(p, r * r, r) + 1.0
     two_n = ((n.to(torch.int32) + 127) << 23).view(torch.float32)
     return torch.where(under, torch.zeros_like(p), p * two_n)
-
-
-def _f(c: float) -> torch.Tensor:
-    return torch.tensor(c, dtype=torch.float32)
 
 
 def erf(x: torch.Tensor) -> torch.Tensor:
@@ -171,11 +165,11 @@ def _attend(query, key, value, attention_mask):
     kt = k.transpose(-1, -2)  # (B, A, D, T)
     for d in range(D):
         acc = torch.addcmul(acc.double(), q[..., d:d + 1], kt[..., d:d + 1, :]).float()  # fma(q, k, acc)
-    s = acc * _rsqrt(torch.tensor(float(D)))
+    s = acc * _rsqrt(_f(D))
     if attention_mask is not None:
         s = s + attention_mask.float()
     e = exp_poly(s - s.amax(-1, keepdim=True))
-    p = (e * (1.0 / _tree(_over_lanes(e, lambda a, x: a + x))).unsqueeze(-1)).double()  # padding keys weigh 0
+    p = (e * (1.0 / _tree(_over_lanes(lambda a, x: a + x, e))).unsqueeze(-1)).double()  # padding keys weigh 0
     Dv = D // LANES * LANES  # features summed as even and odd keys, then added; the rest in one chain
     pairs = torch.zeros(2, *q.shape[:-1], Dv, dtype=torch.float32, device=q.device)  # (even, odd)
     rest = torch.zeros(*q.shape[:-1], D - Dv, dtype=torch.float32, device=q.device)
@@ -235,8 +229,7 @@ def runtime_order_(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             module.register_forward_hook(_norm_hook)
-    for module in model.modules():
-        if isinstance(module, GELUActivation):  # the exact (erf) GELU: the runtime's only GELU
+        elif isinstance(module, GELUActivation):  # the exact (erf) GELU: the runtime's only GELU
             module.register_forward_hook(_activation_hook)
     parts: dict[str, torch.Tensor] = {}
 
